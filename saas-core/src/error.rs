@@ -87,6 +87,7 @@ impl CoreError {
             Self::Migration(_) => "migration_failed",
             Self::Config(_) => "configuration_error",
             Self::Internal(_) => "internal_error",
+            Self::Database(sqlx::Error::PoolTimedOut) => "database_unavailable",
             Self::Database(_) => "database_error",
         }
     }

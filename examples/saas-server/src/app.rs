@@ -1,0 +1,212 @@
+//! The router, its shared state and the cross-cutting middleware: correlation
+//! ids, problem rendering, metrics, body limits, timeouts and panic capture.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use saas_core::config::TenantConfigs;
+use saas_core::db::Db;
+use saas_core::jobs::JobStore;
+use saas_core::operator::Operators;
+use saas_core::tenant::Tenants;
+use saas_core::workspace::Workspaces;
+use saas_core::{CorrelationId, PlatformContext};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::problem::{self, ApiError, PROBLEM_JSON, Problem};
+use crate::routes;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    config: Config,
+    tenants: Tenants,
+    workspaces: Workspaces,
+    configs: TenantConfigs,
+    operators: Operators,
+    jobs: JobStore,
+    resolver: PlatformContext,
+}
+
+impl AppState {
+    /// State over a migrated database.
+    #[must_use]
+    pub fn new(db: Db, config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tenants: Tenants::new(db.clone()),
+                workspaces: Workspaces::new(db.clone()),
+                configs: TenantConfigs::new(db.clone()),
+                operators: Operators::new(db.clone()),
+                jobs: JobStore::new(db.clone()),
+                resolver: PlatformContext::system("request tenant resolution"),
+                db,
+                config,
+            }),
+        }
+    }
+
+    /// The database.
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub(crate) fn tenants(&self) -> &Tenants {
+        &self.inner.tenants
+    }
+    pub(crate) fn workspaces(&self) -> &Workspaces {
+        &self.inner.workspaces
+    }
+    pub(crate) fn configs(&self) -> &TenantConfigs {
+        &self.inner.configs
+    }
+    /// Operator credentials.
+    #[must_use]
+    pub fn operators(&self) -> &Operators {
+        &self.inner.operators
+    }
+    pub(crate) fn jobs(&self) -> &JobStore {
+        &self.inner.jobs
+    }
+    pub(crate) fn resolver(&self) -> &PlatformContext {
+        &self.inner.resolver
+    }
+}
+
+/// The Prometheus handle; the recorder is installed once per process.
+pub(crate) fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets(&buckets) {
+            Ok(b) => b,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /api/metrics shows only this server's view");
+        }
+        handle
+    })
+}
+
+/// Builds the whole router.
+pub fn router(state: AppState) -> Router {
+    let _ = metrics_handle();
+    let body_limit = state.config().body_limit;
+    let timeout = Duration::from_secs(state.config().request_timeout_secs.max(1));
+    Router::new()
+        .route("/api/health", get(routes::ops::health))
+        .route("/api/ready", get(routes::ops::ready))
+        .route("/api/metrics", get(routes::ops::metrics))
+        .merge(routes::platform::router())
+        .merge(routes::tenant::router(state.clone()))
+        .fallback(fallback)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "an internal error occurred; quote the correlation id when reporting it",
+            )
+            .into_response()
+        }))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+/// Correlation id in, problem bodies and correlation id out, one log line and
+/// metrics per request.
+async fn request_context(mut req: Request, next: Next) -> Response {
+    let cid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(CorrelationId::parse)
+        .unwrap_or_else(CorrelationId::generate);
+    req.extensions_mut().insert(cid.clone());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span =
+        tracing::info_span!("request", correlation_id = %cid, method = %method, route = %route);
+    let started = Instant::now();
+    let res = next.run(req).instrument(span.clone()).await;
+    let mut res = finish_problem(res, &cid);
+    if let Ok(v) = HeaderValue::from_str(cid.as_str()) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    let status = res.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.clone()).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route, "status" => status).record(elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status = res.status().as_u16(),
+            latency_ms = elapsed * 1000.0,
+            "request finished"
+        )
+    });
+    res
+}
+
+/// Stamps the correlation id on a handler's problem, or turns a bare error
+/// status (413 from the body limit, 408, 405, a panic) into a problem.
+fn finish_problem(mut res: Response, cid: &CorrelationId) -> Response {
+    let problem = res.extensions_mut().remove::<Problem>();
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let problem = match problem {
+        Some(p) => p,
+        None if (status.is_client_error() || status.is_server_error()) && !is_problem => {
+            problem::from_status(status)
+        }
+        None => return res,
+    };
+    let rendered = problem::render(problem, cid.as_str());
+    let (mut parts, _) = res.into_parts();
+    let (new_parts, body) = rendered.into_parts();
+    parts.status = new_parts.status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (k, v) in &new_parts.headers {
+        parts.headers.insert(k.clone(), v.clone());
+    }
+    Response::from_parts(parts, Body::new(body))
+}

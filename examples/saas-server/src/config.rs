@@ -1,0 +1,184 @@
+//! Server configuration: an optional TOML file, then environment variables.
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `SAAS_CONFIG` | `./saas.toml` if present | TOML file with the same keys in lowercase (`bind`, `data_dir`, ...) |
+//! | `SAAS_BIND` | `127.0.0.1:8080` | listen address |
+//! | `SAAS_DATA_DIR` | `./data` | embedded database and local state |
+//! | `DATABASE_URL` | `sqlite://<data_dir>/saas.db` | `postgres://...` for PostgreSQL |
+//! | `SAAS_BASE_DOMAIN` | none | resolve tenants from `<slug>.<base domain>` |
+//! | `SAAS_BODY_LIMIT` | `1048576` | largest request body in bytes |
+//! | `SAAS_REQUEST_TIMEOUT_SECS` | `30` | per-request timeout |
+//! | `SAAS_LOG` | `info` | log filter (tracing `EnvFilter` syntax) |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The server's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Where the embedded database and bootstrap credentials live.
+    pub data_dir: PathBuf,
+    /// Database URL; SQLite under `data_dir` when absent.
+    pub database_url: Option<String>,
+    /// Base domain for subdomain tenant resolution.
+    pub base_domain: Option<String>,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Per-request timeout in seconds.
+    pub request_timeout_secs: u64,
+    /// Log filter.
+    pub log: String,
+    /// Slug of the tenant created on first start.
+    pub bootstrap_tenant: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            base_domain: None,
+            body_limit: 1024 * 1024,
+            request_timeout_secs: 30,
+            log: "info".into(),
+            bootstrap_tenant: "default".into(),
+        }
+    }
+}
+
+/// The configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// An environment variable had a bad value.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads the TOML file (if any) and applies environment overrides from `env`.
+    pub fn load(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let path = env("SAAS_CONFIG").map(PathBuf::from).or_else(|| {
+            let p = PathBuf::from("saas.toml");
+            p.exists().then_some(p)
+        });
+        let mut cfg = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Self::default(),
+        };
+        if let Some(v) = env("SAAS_BIND") {
+            cfg.bind = v.parse().map_err(|_| ConfigError::Env {
+                name: "SAAS_BIND",
+                message: "expected host:port, e.g. 127.0.0.1:8080".into(),
+            })?;
+        }
+        if let Some(v) = env("SAAS_DATA_DIR") {
+            cfg.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("DATABASE_URL") {
+            cfg.database_url = Some(v);
+        }
+        if let Some(v) = env("SAAS_BASE_DOMAIN") {
+            cfg.base_domain = Some(v);
+        }
+        if let Some(v) = env("SAAS_BODY_LIMIT") {
+            cfg.body_limit = v.parse().map_err(|_| ConfigError::Env {
+                name: "SAAS_BODY_LIMIT",
+                message: "expected a number of bytes".into(),
+            })?;
+        }
+        if let Some(v) = env("SAAS_REQUEST_TIMEOUT_SECS") {
+            cfg.request_timeout_secs = v.parse().map_err(|_| ConfigError::Env {
+                name: "SAAS_REQUEST_TIMEOUT_SECS",
+                message: "expected a number of seconds".into(),
+            })?;
+        }
+        if let Some(v) = env("SAAS_LOG") {
+            cfg.log = v;
+        }
+        Ok(cfg)
+    }
+
+    /// The database URL in force: the configured one, or SQLite under `data_dir`.
+    #[must_use]
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("saas.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_give_the_embedded_setup() {
+        let cfg = Config::load(|_| None).unwrap();
+        assert_eq!(cfg.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.database_url(), "sqlite://data/saas.db");
+    }
+
+    #[test]
+    fn environment_overrides_and_bad_values_are_named() {
+        let cfg = Config::load(|k| match k {
+            "SAAS_BIND" => Some("0.0.0.0:9000".into()),
+            "DATABASE_URL" => Some("postgres://x@localhost/db".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.bind.port(), 9000);
+        assert_eq!(cfg.database_url(), "postgres://x@localhost/db");
+        let err = Config::load(|k| (k == "SAAS_BIND").then(|| "nope".into())).unwrap_err();
+        assert!(err.to_string().contains("SAAS_BIND"));
+    }
+
+    #[test]
+    fn a_toml_file_is_read_and_unknown_keys_refused() {
+        let dir = std::env::temp_dir().join(format!("saas-cfg-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("saas.toml");
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:7000\"\nbase_domain = \"example.test\"\n",
+        )
+        .unwrap();
+        let f = file.display().to_string();
+        let cfg = Config::load(|k| (k == "SAAS_CONFIG").then(|| f.clone())).unwrap();
+        assert_eq!(
+            (cfg.bind.port(), cfg.base_domain.as_deref()),
+            (7000, Some("example.test"))
+        );
+        std::fs::write(&file, "bnid = 1\n").unwrap();
+        assert!(Config::load(|k| (k == "SAAS_CONFIG").then(|| f.clone())).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

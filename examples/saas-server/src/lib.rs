@@ -1,0 +1,116 @@
+//! The reference server: axum wiring of the SaaS foundation crates.
+//!
+//! `saas-server` runs on an embedded SQLite file under `./data` with no
+//! configuration, or on PostgreSQL when `DATABASE_URL` points at one. See
+//! [`config`] for every setting.
+
+pub mod app;
+mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod problem;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use saas_core::CoreError;
+use saas_core::db::{Db, DbConfig, MigrationSet};
+use saas_core::jobs::{JobStore, TenantPurgeHandler, Worker, WorkerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use app::{AppState, router};
+pub use config::Config;
+
+/// Every migration set the server applies, in order.
+#[must_use]
+pub fn migration_sets() -> Vec<MigrationSet> {
+    vec![saas_core::migrations()]
+}
+
+/// The server failed to start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The database or migrations failed.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Bootstrap failed.
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    /// Binding or serving failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connects, migrates and builds the state.
+pub async fn prepare(cfg: &Config) -> Result<AppState, ServerError> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let db = Db::connect(DbConfig::new(cfg.database_url())).await?;
+    saas_core::db::migrate(&db, &migration_sets()).await?;
+    Ok(AppState::new(db, cfg.clone()))
+}
+
+/// The job worker the server runs, with the handlers it knows.
+#[must_use]
+pub fn worker(db: &Db) -> Worker {
+    Worker::new(JobStore::new(db.clone()), WorkerConfig::default())
+        .register(Arc::new(TenantPurgeHandler::new(db.clone())))
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes in-flight
+/// requests and the job batch in hand, and closes the pool.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = worker(state.db());
+    let worker_task = tokio::spawn({
+        let rx = stop_rx.clone();
+        async move { worker.run(rx).await }
+    });
+    let db = state.db().clone();
+    let app = router(state);
+    let mut serve_rx = stop_rx;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = serve_rx.wait_for(|stop| *stop).await;
+    });
+    let trigger = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested; finishing in-flight requests and jobs");
+        let _ = stop_tx.send(true);
+    });
+    let result = serve.await;
+    trigger.abort();
+    let _ = worker_task.await;
+    db.close().await;
+    tracing::info!("server stopped");
+    Ok(result?)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,222 @@
+//! Platform operator routes: tenants and their lifecycle, dead jobs.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chrono::Duration;
+use saas_core::jobs::DeadJob;
+use saas_core::tenant::{NewTenant, Tenant, TenantPatch, TierFeatures, TierLimits};
+use saas_core::{JobId, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::Platform;
+use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::routes::{DEFAULT_LIMIT, Page};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/tenants", get(list).post(create))
+        .route("/api/tenants/{id}", get(read).patch(update).delete(purge))
+        .route("/api/tenants/{id}/activate", post(activate))
+        .route("/api/tenants/{id}/suspend", post(suspend))
+        .route("/api/tenants/{id}/reactivate", post(reactivate))
+        .route(
+            "/api/tenants/{id}/schedule-deletion",
+            post(schedule_deletion),
+        )
+        .route("/api/tenants/{id}/cancel-deletion", post(cancel_deletion))
+        .route("/api/jobs/dead", get(dead_jobs))
+        .route("/api/jobs/dead/{id}/replay", post(replay))
+}
+
+/// A tenant with its tier's limits and features.
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantView {
+    #[serde(flatten)]
+    tenant: Tenant,
+    limits: TierLimits,
+    features: TierFeatures,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(tenant: Tenant) -> Self {
+        Self {
+            limits: tenant.limits(),
+            features: tenant.features(),
+            tenant,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    slug: String,
+    name: String,
+    tier: saas_core::tenant::Tier,
+    /// Activate at once (default: stay in `provisioning`).
+    #[serde(default)]
+    activate: bool,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiQuery(page): ApiQuery<Page<TenantId>>,
+) -> Result<Json<Vec<TenantView>>, ApiError> {
+    let list = s
+        .tenants()
+        .list(&p, page.after, page.limit.unwrap_or(DEFAULT_LIMIT))
+        .await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantView>), ApiError> {
+    let mut t = s
+        .tenants()
+        .create(
+            &p,
+            NewTenant {
+                slug: body.slug,
+                name: body.name,
+                tier: body.tier,
+            },
+        )
+        .await?;
+    if body.activate {
+        t = s.tenants().activate(&p, t.id).await?;
+    }
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(s.tenants().get(&p, id).await?.into()))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiJson(patch): ApiJson<TenantPatch>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(s.tenants().update(&p, id, patch).await?.into()))
+}
+
+async fn purge(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<StatusCode, ApiError> {
+    s.tenants().purge(&p, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn activate(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(s.tenants().activate(&p, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspendBody {
+    reason: String,
+}
+
+async fn suspend(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<SuspendBody>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(
+        s.tenants().suspend(&p, id, &body.reason).await?.into(),
+    ))
+}
+
+async fn reactivate(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(s.tenants().reactivate(&p, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleDeletion {
+    /// Days until the purge (default 30, at most 365).
+    #[serde(default = "default_grace")]
+    grace_days: u32,
+}
+
+fn default_grace() -> u32 {
+    30
+}
+
+async fn schedule_deletion(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<ScheduleDeletion>,
+) -> Result<Json<TenantView>, ApiError> {
+    if body.grace_days > 365 {
+        return Err(saas_core::CoreError::Validation {
+            field: "grace_days",
+            message: "must be at most 365".into(),
+        }
+        .into());
+    }
+    let grace = Duration::days(i64::from(body.grace_days));
+    Ok(Json(
+        s.tenants().schedule_deletion(&p, id, grace).await?.into(),
+    ))
+}
+
+async fn cancel_deletion(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(s.tenants().cancel_deletion(&p, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limit {
+    limit: Option<u64>,
+}
+
+async fn dead_jobs(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiQuery(q): ApiQuery<Limit>,
+) -> Result<Json<Vec<DeadJob>>, ApiError> {
+    Ok(Json(
+        s.jobs()
+            .dead_letters(&p, q.limit.unwrap_or(DEFAULT_LIMIT))
+            .await?,
+    ))
+}
+
+async fn replay(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<JobId>,
+) -> Result<StatusCode, ApiError> {
+    s.jobs().replay(&p, id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
