@@ -733,11 +733,10 @@ pub(crate) async fn purge_in(
             action: "purge",
         });
     }
-    if let (Some(by), Some(due)) = (due_by, t.deletion_due_at) {
-        if due > by {
+    if let (Some(by), Some(due)) = (due_by, t.deletion_due_at)
+        && due > by {
             return Ok(false);
         }
-    }
     tx.execute(
         Query::delete()
             .from_table(TABLE)

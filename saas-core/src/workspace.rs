@@ -124,14 +124,13 @@ impl Workspaces {
             .ok_or(CoreError::NotFound { entity: "tenant" })?;
         tenant.ensure_usable()?;
         let tree = load_tree(&mut tx).await?;
-        if let Some(max) = tenant.limits().max_workspaces {
-            if tree.len() as u64 >= max {
+        if let Some(max) = tenant.limits().max_workspaces
+            && tree.len() as u64 >= max {
                 return Err(CoreError::LimitExceeded {
                     limit: "max_workspaces",
                     max,
                 });
             }
-        }
         if let Some(parent) = new.parent_id {
             let depth = depth_of(&tree, parent).ok_or(CoreError::NotFound {
                 entity: "parent workspace",

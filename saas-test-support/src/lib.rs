@@ -7,6 +7,12 @@
 //! test fails; outside CI, `SAAS_TEST_SKIP_POSTGRES=1` skips PostgreSQL cases
 //! with a loud message instead, and under `CI=true` that switch is refused.
 
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test fixtures fail the test at once, with a message, when the environment is broken"
+)]
+
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -62,7 +68,7 @@ pub struct TestDb {
 enum Cleanup {
     Sqlite(std::path::PathBuf),
     Postgres {
-        admin: PgConnectOptions,
+        admin: Box<PgConnectOptions>,
         name: String,
     },
 }
@@ -201,7 +207,7 @@ impl TestDb {
         Some(Self {
             db,
             clock,
-            cleanup: Cleanup::Postgres { admin, name },
+            cleanup: Cleanup::Postgres { admin: Box::new(admin), name },
         })
     }
 
@@ -253,7 +259,7 @@ impl TestDb {
             Cleanup::Postgres { admin, name } => {
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(2)
-                    .connect_with(admin.clone().database(name))
+                    .connect_with((**admin).clone().database(name))
                     .await
                     .expect("inspector connects");
                 Inspector::Postgres(pool)
@@ -271,7 +277,7 @@ impl Drop for TestDb {
                 }
             }
             Cleanup::Postgres { admin, name } => {
-                let admin = admin.clone();
+                let admin = (**admin).clone();
                 let name = name.clone();
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()

@@ -111,16 +111,13 @@ fn tenant_key(state: &AppState, headers: &HeaderMap) -> Result<TenantKey, ApiErr
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
-        if let Some(host) = host {
-            if let Some(sub) = host
+        if let Some(host) = host
+            && let Some(sub) = host
                 .strip_suffix(base.as_str())
                 .and_then(|s| s.strip_suffix('.'))
-            {
-                if !sub.is_empty() && !sub.contains('.') {
+                && !sub.is_empty() && !sub.contains('.') {
                     return Ok(TenantKey::Slug(sub.to_owned()));
                 }
-            }
-        }
     }
     Err(ApiError::new(
         StatusCode::BAD_REQUEST,

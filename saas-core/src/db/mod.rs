@@ -129,13 +129,12 @@ impl Db {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
             let role = config.app_role.clone();
-            if let Some(role) = &role {
-                if !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            if let Some(role) = &role
+                && !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                     return Err(CoreError::Config(
                         "app role must be alphanumeric or underscore".into(),
                     ));
                 }
-            }
             let pool = PgPoolOptions::new()
                 .max_connections(config.max_connections)
                 .acquire_timeout(config.acquire_timeout)

@@ -1,5 +1,13 @@
 //! saas-core integration tests. Every storage test runs on SQLite and PostgreSQL.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
 mod config;
 mod cross_tenant;
 mod jobs;

@@ -1,6 +1,14 @@
 //! Reference-server tests: the router through `oneshot` on both backends, and
 //! one end-to-end run over a real socket.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
 mod bad_input;
 mod e2e;
 mod lifecycle;
