@@ -28,7 +28,13 @@ async fn fixture(t: &TestDb) -> (TenantContext, saas_core::WorkspaceId) {
     for i in 0..TENANTS {
         let ctx = t.tenant(&format!("bench-{i:03}"), Tier::Enterprise).await;
         let ws = Workspaces::new(t.db.clone())
-            .create(&ctx, NewWorkspace { name: "target".into(), parent_id: None })
+            .create(
+                &ctx,
+                NewWorkspace {
+                    name: "target".into(),
+                    parent_id: None,
+                },
+            )
             .await
             .unwrap();
         if i == TENANTS / 2 {
@@ -54,11 +60,19 @@ async fn fixture(t: &TestDb) -> (TenantContext, saas_core::WorkspaceId) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (sqlite, pg, pg_norls) = rt.block_on(async {
         let sqlite = TestDb::sqlite().await;
-        let pg = TestDb::postgres().await.expect("PostgreSQL is required for this bench");
-        let pg_norls = TestDb::postgres().await.expect("PostgreSQL is required for this bench");
+        let pg = TestDb::postgres()
+            .await
+            .expect("PostgreSQL is required for this bench");
+        let pg_norls = TestDb::postgres()
+            .await
+            .expect("PostgreSQL is required for this bench");
         (sqlite, pg, pg_norls)
     });
     let targets = rt.block_on(async {
@@ -74,13 +88,21 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut group = c.benchmark_group("tenant_read_one_workspace_by_id");
-    group.sample_size(60).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(2));
-    for (name, t, (ctx, id)) in [("sqlite", &sqlite, &targets[0]), ("postgres_rls", &pg, &targets[1]), ("postgres_no_rls", &pg_norls, &targets[2])] {
+    group
+        .sample_size(60)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(2));
+    for (name, t, (ctx, id)) in [
+        ("sqlite", &sqlite, &targets[0]),
+        ("postgres_rls", &pg, &targets[1]),
+        ("postgres_no_rls", &pg_norls, &targets[2]),
+    ] {
         let repo = Workspaces::new(t.db.clone());
         // Same row, same path; sanity-check once outside the timing.
         rt.block_on(async { assert_eq!(repo.get(ctx, *id).await.unwrap().name, "target") });
         group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| async { repo.get(ctx, *id).await.unwrap() });
+            b.to_async(&rt)
+                .iter(|| async { repo.get(ctx, *id).await.unwrap() });
         });
     }
     group.finish();

@@ -734,9 +734,10 @@ pub(crate) async fn purge_in(
         });
     }
     if let (Some(by), Some(due)) = (due_by, t.deletion_due_at)
-        && due > by {
-            return Ok(false);
-        }
+        && due > by
+    {
+        return Ok(false);
+    }
     tx.execute(
         Query::delete()
             .from_table(TABLE)

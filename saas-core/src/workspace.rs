@@ -125,12 +125,13 @@ impl Workspaces {
         tenant.ensure_usable()?;
         let tree = load_tree(&mut tx).await?;
         if let Some(max) = tenant.limits().max_workspaces
-            && tree.len() as u64 >= max {
-                return Err(CoreError::LimitExceeded {
-                    limit: "max_workspaces",
-                    max,
-                });
-            }
+            && tree.len() as u64 >= max
+        {
+            return Err(CoreError::LimitExceeded {
+                limit: "max_workspaces",
+                max,
+            });
+        }
         if let Some(parent) = new.parent_id {
             let depth = depth_of(&tree, parent).ok_or(CoreError::NotFound {
                 entity: "parent workspace",

@@ -1,6 +1,4 @@
-//! What tests share: a fresh database per test on SQLite and on PostgreSQL, a
-//! manual clock, tenant fixtures, and catalogue helpers that see every row
-//! (as a superuser would) to prove what the application cannot see.
+#![doc = include_str!("../README.md")]
 //!
 //! PostgreSQL is reached at `SAAS_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). If it cannot be reached the
@@ -207,7 +205,10 @@ impl TestDb {
         Some(Self {
             db,
             clock,
-            cleanup: Cleanup::Postgres { admin: Box::new(admin), name },
+            cleanup: Cleanup::Postgres {
+                admin: Box::new(admin),
+                name,
+            },
         })
     }
 

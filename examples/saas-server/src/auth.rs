@@ -115,9 +115,11 @@ fn tenant_key(state: &AppState, headers: &HeaderMap) -> Result<TenantKey, ApiErr
             && let Some(sub) = host
                 .strip_suffix(base.as_str())
                 .and_then(|s| s.strip_suffix('.'))
-                && !sub.is_empty() && !sub.contains('.') {
-                    return Ok(TenantKey::Slug(sub.to_owned()));
-                }
+            && !sub.is_empty()
+            && !sub.contains('.')
+        {
+            return Ok(TenantKey::Slug(sub.to_owned()));
+        }
     }
     Err(ApiError::new(
         StatusCode::BAD_REQUEST,

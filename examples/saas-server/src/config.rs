@@ -6,6 +6,8 @@
 //! | `SAAS_BIND` | `127.0.0.1:8080` | listen address |
 //! | `SAAS_DATA_DIR` | `./data` | embedded database and local state |
 //! | `DATABASE_URL` | `sqlite://<data_dir>/saas.db` | `postgres://...` for PostgreSQL |
+//! | `DATABASE_MIGRATION_URL` | `DATABASE_URL` | PostgreSQL: the owner role migrations run as |
+//! | `SAAS_DB_ROLE` | `saas_app` | PostgreSQL: role each connection switches to (`SET ROLE`); empty for none |
 //! | `SAAS_BASE_DOMAIN` | none | resolve tenants from `<slug>.<base domain>` |
 //! | `SAAS_BODY_LIMIT` | `1048576` | largest request body in bytes |
 //! | `SAAS_REQUEST_TIMEOUT_SECS` | `30` | per-request timeout |
@@ -26,6 +28,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Database URL; SQLite under `data_dir` when absent.
     pub database_url: Option<String>,
+    /// PostgreSQL: the URL migrations run with (defaults to `database_url`).
+    pub database_migration_url: Option<String>,
+    /// PostgreSQL: the role each pooled connection switches to; empty for none.
+    pub db_role: String,
     /// Base domain for subdomain tenant resolution.
     pub base_domain: Option<String>,
     /// Largest request body in bytes.
@@ -44,6 +50,8 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
             database_url: None,
+            database_migration_url: None,
+            db_role: saas_core::db::APP_ROLE.into(),
             base_domain: None,
             body_limit: 1024 * 1024,
             request_timeout_secs: 30,
@@ -106,6 +114,12 @@ impl Config {
         if let Some(v) = env("DATABASE_URL") {
             cfg.database_url = Some(v);
         }
+        if let Some(v) = env("DATABASE_MIGRATION_URL") {
+            cfg.database_migration_url = Some(v);
+        }
+        if let Some(v) = env("SAAS_DB_ROLE") {
+            cfg.db_role = v;
+        }
         if let Some(v) = env("SAAS_BASE_DOMAIN") {
             cfg.base_domain = Some(v);
         }
@@ -125,6 +139,15 @@ impl Config {
             cfg.log = v;
         }
         Ok(cfg)
+    }
+
+    /// The database connection settings in force.
+    #[must_use]
+    pub fn db_config(&self) -> saas_core::db::DbConfig {
+        let mut db = saas_core::db::DbConfig::new(self.database_url());
+        db.app_role = (!self.db_role.is_empty()).then(|| self.db_role.clone());
+        db.migration_url.clone_from(&self.database_migration_url);
+        db
     }
 
     /// The database URL in force: the configured one, or SQLite under `data_dir`.

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use saas_core::CoreError;
-use saas_core::db::{Db, DbConfig, MigrationSet};
+use saas_core::db::{Db, MigrationSet};
 use saas_core::jobs::{JobStore, TenantPurgeHandler, Worker, WorkerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -49,7 +49,7 @@ pub enum ServerError {
 /// Connects, migrates and builds the state.
 pub async fn prepare(cfg: &Config) -> Result<AppState, ServerError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let db = Db::connect(DbConfig::new(cfg.database_url())).await?;
+    let db = Db::connect(cfg.db_config()).await?;
     saas_core::db::migrate(&db, &migration_sets()).await?;
     Ok(AppState::new(db, cfg.clone()))
 }

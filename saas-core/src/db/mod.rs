@@ -53,6 +53,9 @@ pub struct DbConfig {
     /// (default [`APP_ROLE`]). Set to `None` when the URL already logs in as a
     /// role that owns no table.
     pub app_role: Option<String>,
+    /// PostgreSQL: the URL migrations connect with (an owner role), when the
+    /// application's own URL logs in as a role that may not change the schema.
+    pub migration_url: Option<String>,
 }
 
 impl DbConfig {
@@ -64,6 +67,7 @@ impl DbConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             app_role: Some(APP_ROLE.to_owned()),
+            migration_url: None,
         }
     }
 }
@@ -128,13 +132,18 @@ impl Db {
         let url = config.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
+            let admin = match &config.migration_url {
+                Some(m) => PgConnectOptions::from_str(m)?,
+                None => opts.clone(),
+            };
             let role = config.app_role.clone();
             if let Some(role) = &role
-                && !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    return Err(CoreError::Config(
-                        "app role must be alphanumeric or underscore".into(),
-                    ));
-                }
+                && !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(CoreError::Config(
+                    "app role must be alphanumeric or underscore".into(),
+                ));
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(config.max_connections)
                 .acquire_timeout(config.acquire_timeout)
@@ -150,11 +159,11 @@ impl Db {
                         Ok(())
                     })
                 })
-                .connect_lazy_with(opts.clone());
+                .connect_lazy_with(opts);
             Ok(Self {
                 inner: Arc::new(Inner {
                     pool: Pool::Postgres(pool),
-                    admin: Some(opts),
+                    admin: Some(admin),
                     clock,
                 }),
             })

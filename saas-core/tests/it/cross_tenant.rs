@@ -199,3 +199,56 @@ async fn rls_returns_no_foreign_rows_to_queries_without_a_tenant_filter() {
     };
     assert_eq!(updated, 0);
 }
+
+/// The production setup: the application logs in as its own role (a member of
+/// `saas_app`, owner of nothing, no `SET ROLE`), migrations run as the owner,
+/// and RLS still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_login_role_with_a_separate_migration_url_is_confined_by_rls() {
+    let Some(t) = saas_test_support::TestDb::postgres().await else {
+        return;
+    };
+    let (a, b) = t.two_tenants().await;
+    populate(&t.db, &b).await;
+    let insp = t.inspector().await;
+    insp.execute(
+        "DO $$ BEGIN CREATE ROLE saas_web_test LOGIN IN ROLE saas_app; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .await;
+    let saas_test_support::Inspector::Postgres(admin_pool) = &insp else {
+        unreachable!()
+    };
+    let dbname: String = sqlx::query("SELECT current_database() AS d")
+        .fetch_one(admin_pool)
+        .await
+        .unwrap()
+        .get("d");
+    let base = std::env::var("SAAS_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let owner_url = format!("{}/{dbname}", base.rsplit_once('/').unwrap().0);
+    let web_url = owner_url.replacen("postgres@", "saas_web_test@", 1);
+    let mut cfg = saas_core::db::DbConfig::new(web_url);
+    cfg.app_role = None;
+    cfg.migration_url = Some(owner_url);
+    let db = saas_core::db::Db::connect(cfg).await.unwrap();
+    saas_core::db::migrate(&db, &[saas_core::migrations()])
+        .await
+        .unwrap();
+    let who: String = sqlx::query("SELECT current_user::text AS u")
+        .fetch_one(db.postgres_pool().unwrap())
+        .await
+        .unwrap()
+        .get("u");
+    assert_eq!(who, "saas_web_test");
+    let ws = Workspaces::new(db.clone());
+    assert!(ws.list(&a, None, 100).await.unwrap().is_empty());
+    assert_eq!(ws.list(&b, None, 100).await.unwrap().len(), 2);
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM workspaces")
+        .fetch_one(db.postgres_pool().unwrap())
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(n, 0, "no tenant set: nothing visible");
+    db.close().await;
+}
