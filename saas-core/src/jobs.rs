@@ -114,38 +114,19 @@ impl JobQueue {
             Some(t) => format!("{t}:{k}"),
             None => k,
         });
-        let mut insert = Query::insert();
+        let mut insert = queued_insert(QueuedJob {
+            id,
+            tenant,
+            queue: job.queue,
+            kind: job.kind,
+            payload: job.payload,
+            dedupe_key: dedupe,
+            max_attempts: i32::try_from(job.max_attempts).unwrap_or(i32::MAX),
+            run_at: job.run_at.unwrap_or(now),
+            created_at: now,
+            now,
+        })?;
         insert
-            .into_table(TABLE)
-            .columns([
-                "id",
-                "tenant_id",
-                "queue",
-                "kind",
-                "payload",
-                "dedupe_key",
-                "status",
-                "attempts",
-                "max_attempts",
-                "run_at",
-                "created_at",
-                "updated_at",
-            ])
-            .values([
-                id.into(),
-                tenant.map(|t| t.as_uuid()).into(),
-                job.queue.into(),
-                job.kind.into(),
-                job.payload.into(),
-                dedupe.into(),
-                "queued".into(),
-                0i32.into(),
-                i32::try_from(job.max_attempts).unwrap_or(i32::MAX).into(),
-                job.run_at.unwrap_or(now).into(),
-                now.into(),
-                now.into(),
-            ])
-            .map_err(|e| CoreError::Internal(e.to_string()))?
             .on_conflict(
                 OnConflict::columns(["queue", "dedupe_key"])
                     .target_and_where(Expr::col("dedupe_key").is_not_null())
@@ -552,39 +533,18 @@ impl JobStore {
                 .and_where(Expr::col("id").eq(id)),
         )
         .await?;
-        tx.execute(
-            Query::insert()
-                .into_table(TABLE)
-                .columns([
-                    "id",
-                    "tenant_id",
-                    "queue",
-                    "kind",
-                    "payload",
-                    "dedupe_key",
-                    "status",
-                    "attempts",
-                    "max_attempts",
-                    "run_at",
-                    "created_at",
-                    "updated_at",
-                ])
-                .values([
-                    dead.id.into(),
-                    dead.tenant_id.map(|t| t.as_uuid()).into(),
-                    dead.queue.into(),
-                    dead.kind.into(),
-                    dead.payload.into(),
-                    dedupe.into(),
-                    "queued".into(),
-                    0i32.into(),
-                    max_attempts.into(),
-                    now.into(),
-                    dead.created_at.into(),
-                    now.into(),
-                ])
-                .map_err(|e| CoreError::Internal(e.to_string()))?,
-        )
+        tx.execute(&queued_insert(QueuedJob {
+            id: dead.id,
+            tenant: dead.tenant_id,
+            queue: dead.queue,
+            kind: dead.kind,
+            payload: dead.payload,
+            dedupe_key: dedupe,
+            max_attempts,
+            run_at: now,
+            created_at: dead.created_at,
+            now,
+        })?)
         .await
         .map_err(|e| {
             if crate::db::is_unique_violation(&e) {
@@ -633,6 +593,55 @@ impl JobStore {
         tx.commit().await?;
         Ok(depth)
     }
+}
+
+/// A job row entering the queue (new, or replayed from the dead letters).
+struct QueuedJob {
+    id: JobId,
+    tenant: Option<TenantId>,
+    queue: String,
+    kind: String,
+    payload: serde_json::Value,
+    dedupe_key: Option<String>,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+}
+
+fn queued_insert(job: QueuedJob) -> Result<sea_query::InsertStatement, CoreError> {
+    Ok(Query::insert()
+        .into_table(TABLE)
+        .columns([
+            "id",
+            "tenant_id",
+            "queue",
+            "kind",
+            "payload",
+            "dedupe_key",
+            "status",
+            "attempts",
+            "max_attempts",
+            "run_at",
+            "created_at",
+            "updated_at",
+        ])
+        .values([
+            job.id.into(),
+            job.tenant.map(|t| t.as_uuid()).into(),
+            job.queue.into(),
+            job.kind.into(),
+            job.payload.into(),
+            job.dedupe_key.into(),
+            "queued".into(),
+            0i32.into(),
+            job.max_attempts.into(),
+            job.run_at.into(),
+            job.created_at.into(),
+            job.now.into(),
+        ])
+        .map_err(|e| CoreError::Internal(e.to_string()))?
+        .to_owned())
 }
 
 fn fence(job: &ClaimedJob) -> Cond {

@@ -510,16 +510,7 @@ impl Tenants {
         pctx: &PlatformContext,
         id: TenantId,
     ) -> Result<Tenant, CoreError> {
-        self.transition(
-            pctx,
-            id,
-            "activate",
-            &[TenantStatus::Provisioning],
-            TenantStatus::Active,
-            None,
-            None,
-        )
-        .await
+        self.transition(pctx, id, &ACTIVATE, None).await
     }
 
     /// `active` → `suspended`; every request is refused, data is kept.
@@ -530,16 +521,7 @@ impl Tenants {
         reason: &str,
     ) -> Result<Tenant, CoreError> {
         let reason = validate_name("reason", reason)?;
-        self.transition(
-            pctx,
-            id,
-            "suspend",
-            &[TenantStatus::Active],
-            TenantStatus::Suspended,
-            Some(reason),
-            None,
-        )
-        .await
+        self.transition(pctx, id, &SUSPEND, Some(reason)).await
     }
 
     /// `suspended` → `active`.
@@ -548,16 +530,7 @@ impl Tenants {
         pctx: &PlatformContext,
         id: TenantId,
     ) -> Result<Tenant, CoreError> {
-        self.transition(
-            pctx,
-            id,
-            "reactivate",
-            &[TenantStatus::Suspended],
-            TenantStatus::Active,
-            None,
-            None,
-        )
-        .await
+        self.transition(pctx, id, &REACTIVATE, None).await
     }
 
     /// Schedules the purge of every row of the tenant after `grace`, and
@@ -573,32 +546,34 @@ impl Tenants {
         }
         let mut tx = self.db.begin_platform(pctx).await?;
         let due = tx.now() + grace;
-        let t = transition_in(
+        let mut t = transition_in(
             &mut tx,
             id,
-            "schedule deletion of",
-            &[
-                TenantStatus::Provisioning,
-                TenantStatus::Active,
-                TenantStatus::Suspended,
-            ],
-            TenantStatus::PendingDeletion,
+            &SCHEDULE_DELETION,
             Some("deletion scheduled".into()),
-            Some(due),
+        )
+        .await?;
+        t.deletion_due_at = Some(due);
+        tx.execute(
+            Query::update()
+                .table(TABLE)
+                .value("deletion_due_at", due)
+                .and_where(Expr::col("id").eq(id)),
         )
         .await?;
         JobQueue::enqueue(
             &mut tx,
             NewJob::new(PURGE_JOB_KIND, serde_json::json!({ "tenant_id": id }))
                 .run_at(due)
-                .dedupe_key(format!("tenant-purge:{id}")),
+                .dedupe_key(purge_key(id)),
         )
         .await?;
         tx.commit().await?;
         Ok(t)
     }
 
-    /// `pending_deletion` → `suspended` (an operator then reactivates explicitly).
+    /// `pending_deletion` → `suspended` (an operator then reactivates
+    /// explicitly); the pending purge job is removed in the same transaction.
     pub async fn cancel_deletion(
         &self,
         pctx: &PlatformContext,
@@ -608,19 +583,11 @@ impl Tenants {
         let t = transition_in(
             &mut tx,
             id,
-            "cancel deletion of",
-            &[TenantStatus::PendingDeletion],
-            TenantStatus::Suspended,
+            &CANCEL_DELETION,
             Some("deletion cancelled".into()),
-            None,
         )
         .await?;
-        JobQueue::cancel(
-            &mut tx,
-            crate::jobs::DEFAULT_QUEUE,
-            &format!("tenant-purge:{id}"),
-        )
-        .await?;
+        JobQueue::cancel(&mut tx, crate::jobs::DEFAULT_QUEUE, &purge_key(id)).await?;
         tx.commit().await?;
         Ok(t)
     }
@@ -634,26 +601,59 @@ impl Tenants {
         tx.commit().await
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "private helper over one state machine"
-    )]
     async fn transition(
         &self,
         pctx: &PlatformContext,
         id: TenantId,
-        action: &'static str,
-        from: &[TenantStatus],
-        to: TenantStatus,
+        step: &Transition,
         reason: Option<String>,
-        due: Option<DateTime<Utc>>,
     ) -> Result<Tenant, CoreError> {
         let mut tx = self.db.begin_platform(pctx).await?;
-        let t = transition_in(&mut tx, id, action, from, to, reason, due).await?;
+        let t = transition_in(&mut tx, id, step, reason).await?;
         tx.commit().await?;
-        tracing::info!(tenant = %id, status = %to, "tenant lifecycle transition");
         Ok(t)
     }
+}
+
+/// One step of the lifecycle state machine.
+struct Transition {
+    action: &'static str,
+    from: &'static [TenantStatus],
+    to: TenantStatus,
+}
+
+const ACTIVATE: Transition = Transition {
+    action: "activate",
+    from: &[TenantStatus::Provisioning],
+    to: TenantStatus::Active,
+};
+const SUSPEND: Transition = Transition {
+    action: "suspend",
+    from: &[TenantStatus::Active],
+    to: TenantStatus::Suspended,
+};
+const REACTIVATE: Transition = Transition {
+    action: "reactivate",
+    from: &[TenantStatus::Suspended],
+    to: TenantStatus::Active,
+};
+const SCHEDULE_DELETION: Transition = Transition {
+    action: "schedule deletion of",
+    from: &[
+        TenantStatus::Provisioning,
+        TenantStatus::Active,
+        TenantStatus::Suspended,
+    ],
+    to: TenantStatus::PendingDeletion,
+};
+const CANCEL_DELETION: Transition = Transition {
+    action: "cancel deletion of",
+    from: &[TenantStatus::PendingDeletion],
+    to: TenantStatus::Suspended,
+};
+
+fn purge_key(id: TenantId) -> String {
+    format!("tenant-purge:{id}")
 }
 
 pub(crate) async fn load(tx: &mut Tx, id: TenantId) -> Result<Tenant, CoreError> {
@@ -685,35 +685,33 @@ pub(crate) async fn load_opt(
 async fn transition_in(
     tx: &mut Tx,
     id: TenantId,
-    action: &'static str,
-    from: &[TenantStatus],
-    to: TenantStatus,
+    step: &Transition,
     reason: Option<String>,
-    due: Option<DateTime<Utc>>,
 ) -> Result<Tenant, CoreError> {
     let mut t = load_opt(tx, id, true)
         .await?
         .ok_or(CoreError::NotFound { entity: "tenant" })?;
-    if !from.contains(&t.status) {
+    if !step.from.contains(&t.status) {
         return Err(CoreError::InvalidTransition {
             from: t.status,
-            action,
+            action: step.action,
         });
     }
-    t.status = to;
+    t.status = step.to;
     t.status_reason = reason;
-    t.deletion_due_at = due;
+    t.deletion_due_at = None;
     t.updated_at = tx.now();
     tx.execute(
         Query::update()
             .table(TABLE)
-            .value("status", to.as_str())
+            .value("status", step.to.as_str())
             .value("status_reason", t.status_reason.clone())
-            .value("deletion_due_at", t.deletion_due_at)
+            .value("deletion_due_at", None::<DateTime<Utc>>)
             .value("updated_at", t.updated_at)
             .and_where(Expr::col("id").eq(id)),
     )
     .await?;
+    tracing::info!(tenant = %id, status = %step.to, "tenant lifecycle transition");
     Ok(t)
 }
 

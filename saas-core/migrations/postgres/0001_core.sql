@@ -27,6 +27,26 @@ CREATE OR REPLACE FUNCTION saas_platform_scope() RETURNS boolean
     LANGUAGE sql STABLE
     AS $$ SELECT coalesce(current_setting('saas.platform', true), '') = 'on' $$;
 
+-- Row-level security for a tenant table: enabled, forced (the owner too), and
+-- one policy that confines reads and writes to the transaction's tenant. Every
+-- crate's migrations call it for each tenant table, so the wall is the same
+-- everywhere. `platform_visible` also opens the rows to platform transactions
+-- (job queue tables, whose workers serve every tenant).
+CREATE OR REPLACE FUNCTION saas_enable_tenant_rls(tbl regclass, platform_visible boolean DEFAULT false)
+    RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    rule text := CASE WHEN platform_visible
+        THEN '(tenant_id = saas_current_tenant() OR saas_platform_scope())'
+        ELSE '(tenant_id = saas_current_tenant())' END;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s USING %s WITH CHECK %s', tbl, rule, rule);
+END
+$$;
+
 CREATE TABLE tenants (
     id uuid PRIMARY KEY,
     slug text NOT NULL UNIQUE,
@@ -56,11 +76,7 @@ CREATE TABLE workspaces (
     FOREIGN KEY (tenant_id, parent_id) REFERENCES workspaces (tenant_id, id)
 );
 CREATE INDEX workspaces_parent ON workspaces (tenant_id, parent_id);
-ALTER TABLE workspaces ENABLE ROW LEVEL SECURITY;
-ALTER TABLE workspaces FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON workspaces
-    USING (tenant_id = saas_current_tenant())
-    WITH CHECK (tenant_id = saas_current_tenant());
+SELECT saas_enable_tenant_rls('workspaces');
 
 CREATE TABLE tenant_config_versions (
     tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
@@ -71,11 +87,7 @@ CREATE TABLE tenant_config_versions (
     created_at timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, version)
 );
-ALTER TABLE tenant_config_versions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE tenant_config_versions FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON tenant_config_versions
-    USING (tenant_id = saas_current_tenant())
-    WITH CHECK (tenant_id = saas_current_tenant());
+SELECT saas_enable_tenant_rls('tenant_config_versions');
 
 CREATE TABLE jobs (
     id uuid PRIMARY KEY,
@@ -97,11 +109,7 @@ CREATE TABLE jobs (
 CREATE UNIQUE INDEX jobs_dedupe ON jobs (queue, dedupe_key) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX jobs_claim ON jobs (queue, status, run_at);
 CREATE INDEX jobs_tenant ON jobs (tenant_id);
-ALTER TABLE jobs ENABLE ROW LEVEL SECURITY;
-ALTER TABLE jobs FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON jobs
-    USING (tenant_id = saas_current_tenant() OR saas_platform_scope())
-    WITH CHECK (tenant_id = saas_current_tenant() OR saas_platform_scope());
+SELECT saas_enable_tenant_rls('jobs', platform_visible => true);
 
 CREATE TABLE dead_jobs (
     id uuid PRIMARY KEY,
@@ -117,11 +125,7 @@ CREATE TABLE dead_jobs (
     failed_at timestamptz NOT NULL
 );
 CREATE INDEX dead_jobs_tenant ON dead_jobs (tenant_id);
-ALTER TABLE dead_jobs ENABLE ROW LEVEL SECURITY;
-ALTER TABLE dead_jobs FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON dead_jobs
-    USING (tenant_id = saas_current_tenant() OR saas_platform_scope())
-    WITH CHECK (tenant_id = saas_current_tenant() OR saas_platform_scope());
+SELECT saas_enable_tenant_rls('dead_jobs', platform_visible => true);
 
 CREATE TABLE platform_operators (
     id uuid PRIMARY KEY,
