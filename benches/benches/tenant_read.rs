@@ -1,7 +1,12 @@
 //! The tenant-scoped read path: one indexed workspace row by id through the
 //! repository layer (transaction, tenant setting, tenant-filtered SELECT,
-//! commit), on SQLite and on PostgreSQL, and on PostgreSQL once more with
-//! row-level security disabled on the table, to measure what RLS costs.
+//! commit), on SQLite and on PostgreSQL.
+//!
+//! The RLS overhead is measured on one PostgreSQL database, the same rows and
+//! the same code path: once as the `saas_app` role (forced RLS applies) and once
+//! as the superuser (RLS bypassed). The two sides run interleaved, A then B in
+//! every iteration, and each side times only its own calls, so drift on a busy
+//! machine falls on both alike.
 //!
 //! Run: `cargo bench -p saas-benches --bench tenant_read`
 
@@ -11,10 +16,12 @@
     reason = "a bench fails loudly when its fixture cannot be built"
 )]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use saas_core::TenantContext;
+use saas_core::db::Db;
+use saas_core::db::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use saas_core::tenant::Tier;
 use saas_core::workspace::{NewWorkspace, Workspaces};
 use saas_test_support::TestDb;
@@ -28,20 +35,13 @@ async fn fixture(t: &TestDb) -> (TenantContext, saas_core::WorkspaceId) {
     for i in 0..TENANTS {
         let ctx = t.tenant(&format!("bench-{i:03}"), Tier::Enterprise).await;
         let ws = Workspaces::new(t.db.clone())
-            .create(
-                &ctx,
-                NewWorkspace {
-                    name: "target".into(),
-                    parent_id: None,
-                },
-            )
+            .create(&ctx, NewWorkspace { name: "target".into(), parent_id: None })
             .await
             .unwrap();
         if i == TENANTS / 2 {
             target = Some((ctx, ws.id));
         }
     }
-    let insp = t.inspector().await;
     let fill = match t.backend() {
         saas_core::db::Backend::Postgres => format!(
             "INSERT INTO workspaces (tenant_id, id, parent_id, name, created_at, updated_at) \
@@ -55,57 +55,100 @@ async fn fixture(t: &TestDb) -> (TenantContext, saas_core::WorkspaceId) {
              FROM tenants t, g; ANALYZE;"
         ),
     };
-    insp.execute(&fill).await;
+    t.inspector().await.execute(&fill).await;
     target.unwrap()
 }
 
+fn select_by_id(ctx: &TenantContext, id: saas_core::WorkspaceId) -> SelectStatement {
+    Query::select()
+        .columns(["tenant_id", "id", "parent_id", "name", "created_by_user", "created_at", "updated_at"])
+        .from("workspaces")
+        .and_where(Expr::col("tenant_id").eq(ctx.tenant()))
+        .and_where(Expr::col("id").eq(id))
+        .to_owned()
+}
+
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (sqlite, pg, pg_norls) = rt.block_on(async {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (sqlite, pg, bypass, targets) = rt.block_on(async {
         let sqlite = TestDb::sqlite().await;
-        let pg = TestDb::postgres()
-            .await
-            .expect("PostgreSQL is required for this bench");
-        let pg_norls = TestDb::postgres()
-            .await
-            .expect("PostgreSQL is required for this bench");
-        (sqlite, pg, pg_norls)
-    });
-    let targets = rt.block_on(async {
+        let pg = TestDb::postgres().await.expect("PostgreSQL is required for this bench");
         let s = fixture(&sqlite).await;
         let p = fixture(&pg).await;
-        let n = fixture(&pg_norls).await;
-        pg_norls
-            .inspector()
-            .await
-            .execute("ALTER TABLE workspaces NO FORCE ROW LEVEL SECURITY; ALTER TABLE workspaces DISABLE ROW LEVEL SECURITY;")
-            .await;
-        [s, p, n]
+        let bypass: Db = pg.superuser_db().await.unwrap();
+        (sqlite, pg, bypass, [s, p])
     });
+    let (sctx, sid) = &targets[0];
+    let (ctx, id) = &targets[1];
 
     let mut group = c.benchmark_group("tenant_read_one_workspace_by_id");
-    group
-        .sample_size(60)
-        .measurement_time(Duration::from_secs(6))
-        .warm_up_time(Duration::from_secs(2));
-    for (name, t, (ctx, id)) in [
-        ("sqlite", &sqlite, &targets[0]),
-        ("postgres_rls", &pg, &targets[1]),
-        ("postgres_no_rls", &pg_norls, &targets[2]),
-    ] {
-        let repo = Workspaces::new(t.db.clone());
-        // Same row, same path; sanity-check once outside the timing.
-        rt.block_on(async { assert_eq!(repo.get(ctx, *id).await.unwrap().name, "target") });
+    group.sample_size(100).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+
+    let lite = Workspaces::new(sqlite.db.clone());
+    rt.block_on(async { assert_eq!(lite.get(sctx, *sid).await.unwrap().name, "target") });
+    group.bench_function("sqlite", |b| b.to_async(&rt).iter(|| async { lite.get(sctx, *sid).await.unwrap() }));
+
+    let rls = Workspaces::new(pg.db.clone());
+    let open = Workspaces::new(bypass.clone());
+    rt.block_on(async {
+        assert_eq!(rls.get(ctx, *id).await.unwrap().name, "target");
+        assert_eq!(open.get(ctx, *id).await.unwrap().name, "target");
+    });
+    // (name, timed side first?)
+    for (name, rls_timed) in [("postgres_rls", true), ("postgres_rls_bypassed", false)] {
+        let (rls, open) = (&rls, &open);
         group.bench_function(name, |b| {
-            b.to_async(&rt)
-                .iter(|| async { repo.get(ctx, *id).await.unwrap() });
+            b.to_async(&rt).iter_custom(|iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let (measured, other) = if rls_timed { (rls, open) } else { (open, rls) };
+                    let t0 = Instant::now();
+                    measured.get(ctx, *id).await.unwrap();
+                    timed += t0.elapsed();
+                    other.get(ctx, *id).await.unwrap();
+                }
+                timed
+            });
         });
     }
     group.finish();
+
+    // The statement alone, inside one open tenant transaction per side: what
+    // RLS adds to the query itself, without BEGIN/set_config/COMMIT round trips.
+    let mut group = c.benchmark_group("tenant_select_by_id_in_open_transaction");
+    group.sample_size(100).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    let q = select_by_id(ctx, *id);
+    let (tx_rls, tx_open) = rt.block_on(async {
+        (
+            tokio::sync::Mutex::new(pg.db.read(ctx).await.unwrap()),
+            tokio::sync::Mutex::new(bypass.read(ctx).await.unwrap()),
+        )
+    });
+    for (name, rls_timed) in [("postgres_rls", true), ("postgres_rls_bypassed", false)] {
+        let (q, tx_rls, tx_open) = (&q, &tx_rls, &tx_open);
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| async move {
+                let mut a = tx_rls.lock().await;
+                let mut o = tx_open.lock().await;
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let (measured, other) = if rls_timed { (&mut *a, &mut *o) } else { (&mut *o, &mut *a) };
+                    let t0 = Instant::now();
+                    measured.fetch_optional(q).await.unwrap().unwrap();
+                    timed += t0.elapsed();
+                    other.fetch_optional(q).await.unwrap().unwrap();
+                }
+                timed
+            });
+        });
+    }
+    group.finish();
+    // Pooled connections must go back inside the runtime.
+    rt.block_on(async {
+        tx_rls.into_inner().rollback().await.unwrap();
+        tx_open.into_inner().rollback().await.unwrap();
+        bypass.close().await;
+    });
 }
 
 criterion_group!(benches, bench);

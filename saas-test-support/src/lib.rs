@@ -251,6 +251,23 @@ impl TestDb {
         )
     }
 
+    /// PostgreSQL only: the same database through a pool that logs in as the
+    /// superuser with no `SET ROLE`, so row-level security does not apply.
+    /// For measuring what RLS costs; never for assertions about isolation.
+    pub async fn superuser_db(&self) -> Option<Db> {
+        let Cleanup::Postgres { admin, name } = &self.cleanup else {
+            return None;
+        };
+        let mut cfg = DbConfig::new((**admin).clone().database(name).to_url_lossy().to_string());
+        cfg.app_role = None;
+        cfg.max_connections = 4;
+        Some(
+            Db::connect_with_clock(cfg, Arc::new(self.clock.clone()))
+                .await
+                .expect("superuser pool"),
+        )
+    }
+
     /// A superuser view that bypasses every wall: for assertions only.
     pub async fn inspector(&self) -> Inspector {
         match &self.cleanup {
