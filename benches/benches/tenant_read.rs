@@ -68,6 +68,31 @@ fn select_by_id(ctx: &TenantContext, id: saas_core::WorkspaceId) -> SelectStatem
         .to_owned()
 }
 
+/// Both sides of every interleaved iteration, summed over the whole run: the
+/// paired ratio is immune to drift between criterion's separate measurements.
+#[derive(Default)]
+struct Paired(std::sync::Mutex<(u64, [Duration; 2])>);
+
+impl Paired {
+    fn add(&self, iters: u64, times: [Duration; 2]) {
+        let mut g = self.0.lock().unwrap();
+        g.0 += iters;
+        g.1[0] += times[0];
+        g.1[1] += times[1];
+    }
+
+    fn report(&self, what: &str) {
+        let (n, [rls, open]) = *self.0.lock().unwrap();
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "paired over {n} iterations, {what}: RLS {:.1} us/op, bypassed {:.1} us/op, RLS overhead {:+.1}%",
+            per(rls),
+            per(open),
+            (rls.as_secs_f64() / open.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (sqlite, pg, bypass, targets) = rt.block_on(async {
@@ -94,24 +119,27 @@ fn bench(c: &mut Criterion) {
         assert_eq!(rls.get(ctx, *id).await.unwrap().name, "target");
         assert_eq!(open.get(ctx, *id).await.unwrap().name, "target");
     });
-    // (name, timed side first?)
+    let paired = Paired::default();
     for (name, rls_timed) in [("postgres_rls", true), ("postgres_rls_bypassed", false)] {
-        let (rls, open) = (&rls, &open);
+        let (rls, open, paired) = (&rls, &open, &paired);
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| async move {
-                let mut timed = Duration::ZERO;
+                let mut times = [Duration::ZERO; 2];
                 for _ in 0..iters {
-                    let (measured, other) = if rls_timed { (rls, open) } else { (open, rls) };
                     let t0 = Instant::now();
-                    measured.get(ctx, *id).await.unwrap();
-                    timed += t0.elapsed();
-                    other.get(ctx, *id).await.unwrap();
+                    rls.get(ctx, *id).await.unwrap();
+                    let t1 = Instant::now();
+                    open.get(ctx, *id).await.unwrap();
+                    times[0] += t1 - t0;
+                    times[1] += t1.elapsed();
                 }
-                timed
+                paired.add(iters, times);
+                if rls_timed { times[0] } else { times[1] }
             });
         });
     }
     group.finish();
+    paired.report("repository read (BEGIN+set_config, SELECT, COMMIT)");
 
     // The statement alone, inside one open tenant transaction per side: what
     // RLS adds to the query itself, without BEGIN/set_config/COMMIT round trips.
@@ -124,25 +152,29 @@ fn bench(c: &mut Criterion) {
             tokio::sync::Mutex::new(bypass.read(ctx).await.unwrap()),
         )
     });
+    let paired = Paired::default();
     for (name, rls_timed) in [("postgres_rls", true), ("postgres_rls_bypassed", false)] {
-        let (q, tx_rls, tx_open) = (&q, &tx_rls, &tx_open);
+        let (q, tx_rls, tx_open, paired) = (&q, &tx_rls, &tx_open, &paired);
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| async move {
                 let mut a = tx_rls.lock().await;
                 let mut o = tx_open.lock().await;
-                let mut timed = Duration::ZERO;
+                let mut times = [Duration::ZERO; 2];
                 for _ in 0..iters {
-                    let (measured, other) = if rls_timed { (&mut *a, &mut *o) } else { (&mut *o, &mut *a) };
                     let t0 = Instant::now();
-                    measured.fetch_optional(q).await.unwrap().unwrap();
-                    timed += t0.elapsed();
-                    other.fetch_optional(q).await.unwrap().unwrap();
+                    a.fetch_optional(q).await.unwrap().unwrap();
+                    let t1 = Instant::now();
+                    o.fetch_optional(q).await.unwrap().unwrap();
+                    times[0] += t1 - t0;
+                    times[1] += t1.elapsed();
                 }
-                timed
+                paired.add(iters, times);
+                if rls_timed { times[0] } else { times[1] }
             });
         });
     }
     group.finish();
+    paired.report("statement alone in an open transaction");
     // Pooled connections must go back inside the runtime.
     rt.block_on(async {
         tx_rls.into_inner().rollback().await.unwrap();

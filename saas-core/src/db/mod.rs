@@ -233,20 +233,19 @@ impl Db {
     async fn begin_scoped(&self, scope: Scope, write: bool) -> Result<Tx, CoreError> {
         let conn = match &self.inner.pool {
             Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                match scope {
-                    Scope::Tenant(tenant) => {
-                        sqlx::query("SELECT set_config('saas.tenant_id', $1, true)")
-                            .bind(tenant.to_string())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                // One round trip: BEGIN and the scope setting travel together
+                // (simple-query protocol). The only interpolated value is a
+                // UUID rendered by `TenantId`'s Display: hex digits and dashes.
+                let begin = match scope {
+                    Scope::Tenant(tenant) => format!(
+                        "BEGIN; SELECT set_config('saas.tenant_id', '{}', true)",
+                        tenant.as_uuid().hyphenated()
+                    ),
                     Scope::Platform => {
-                        sqlx::query("SELECT set_config('saas.platform', 'on', true)")
-                            .execute(&mut *tx)
-                            .await?;
+                        "BEGIN; SELECT set_config('saas.platform', 'on', true)".to_owned()
                     }
-                }
+                };
+                let tx = pool.begin_with(AssertSqlSafe(begin)).await?;
                 TxConn::Postgres(tx)
             }
             Pool::Sqlite(pool) => {
