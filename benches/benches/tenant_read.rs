@@ -35,7 +35,13 @@ async fn fixture(t: &TestDb) -> (TenantContext, saas_core::WorkspaceId) {
     for i in 0..TENANTS {
         let ctx = t.tenant(&format!("bench-{i:03}"), Tier::Enterprise).await;
         let ws = Workspaces::new(t.db.clone())
-            .create(&ctx, NewWorkspace { name: "target".into(), parent_id: None })
+            .create(
+                &ctx,
+                NewWorkspace {
+                    name: "target".into(),
+                    parent_id: None,
+                },
+            )
             .await
             .unwrap();
         if i == TENANTS / 2 {
@@ -61,7 +67,15 @@ async fn fixture(t: &TestDb) -> (TenantContext, saas_core::WorkspaceId) {
 
 fn select_by_id(ctx: &TenantContext, id: saas_core::WorkspaceId) -> SelectStatement {
     Query::select()
-        .columns(["tenant_id", "id", "parent_id", "name", "created_by_user", "created_at", "updated_at"])
+        .columns([
+            "tenant_id",
+            "id",
+            "parent_id",
+            "name",
+            "created_by_user",
+            "created_at",
+            "updated_at",
+        ])
         .from("workspaces")
         .and_where(Expr::col("tenant_id").eq(ctx.tenant()))
         .and_where(Expr::col("id").eq(id))
@@ -94,10 +108,16 @@ impl Paired {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (sqlite, pg, bypass, targets) = rt.block_on(async {
         let sqlite = TestDb::sqlite().await;
-        let pg = TestDb::postgres().await.expect("PostgreSQL is required for this bench");
+        let pg = TestDb::postgres()
+            .await
+            .expect("PostgreSQL is required for this bench");
         let s = fixture(&sqlite).await;
         let p = fixture(&pg).await;
         let bypass: Db = pg.superuser_db().await.unwrap();
@@ -107,11 +127,17 @@ fn bench(c: &mut Criterion) {
     let (ctx, id) = &targets[1];
 
     let mut group = c.benchmark_group("tenant_read_one_workspace_by_id");
-    group.sample_size(100).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    group
+        .sample_size(100)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(2));
 
     let lite = Workspaces::new(sqlite.db.clone());
     rt.block_on(async { assert_eq!(lite.get(sctx, *sid).await.unwrap().name, "target") });
-    group.bench_function("sqlite", |b| b.to_async(&rt).iter(|| async { lite.get(sctx, *sid).await.unwrap() }));
+    group.bench_function("sqlite", |b| {
+        b.to_async(&rt)
+            .iter(|| async { lite.get(sctx, *sid).await.unwrap() })
+    });
 
     let rls = Workspaces::new(pg.db.clone());
     let open = Workspaces::new(bypass.clone());
@@ -144,7 +170,10 @@ fn bench(c: &mut Criterion) {
     // The statement alone, inside one open tenant transaction per side: what
     // RLS adds to the query itself, without BEGIN/set_config/COMMIT round trips.
     let mut group = c.benchmark_group("tenant_select_by_id_in_open_transaction");
-    group.sample_size(100).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+    group
+        .sample_size(100)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(2));
     let q = select_by_id(ctx, *id);
     let (tx_rls, tx_open) = rt.block_on(async {
         (
