@@ -23,7 +23,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 /// Generates one test per backend from one body: `mod name { sqlite, postgres }`.
 ///
-/// ```ignore
+/// ```text
 /// saas_test_support::both_backends! {
 ///     async fn creates_a_workspace(t) { /* t: TestDb */ }
 /// }

@@ -341,7 +341,9 @@ enum TxConn {
 /// A unit of work: one database transaction bound to a [`Scope`].
 ///
 /// Dropping it without [`Tx::commit`] rolls everything back, so a failed
-/// request leaves no partial write.
+/// request leaves no partial write. Like any sqlx transaction it must be
+/// dropped inside the Tokio runtime (the connection goes back to the pool on a
+/// runtime task).
 pub struct Tx {
     conn: TxConn,
     scope: Scope,
@@ -513,7 +515,7 @@ impl Tx {
     /// The tenant of this transaction, or an error for a platform transaction
     /// (tenant repositories refuse to run outside a tenant).
     pub(crate) fn require_tenant(&self) -> Result<TenantId, CoreError> {
-        self.tenant().ok_or(CoreError::Config(
+        self.tenant().ok_or(CoreError::Internal(
             "a tenant repository was called in a platform transaction".into(),
         ))
     }
