@@ -1,1 +1,36 @@
 #![doc = include_str!("../README.md")]
+
+mod crypto;
+mod error;
+pub mod event;
+pub mod sink;
+mod store;
+mod subject;
+mod verify;
+
+pub use crypto::CheckpointSigner;
+pub use error::AuditError;
+pub use event::{Actor, AuditEvent, Outcome, PersonalData, StoredEvent, Target};
+pub use sink::{AuditSink, FanOut, JsonLinesSink, TracingSink};
+pub use store::{
+    AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, Receipt, Scope, verify_export,
+};
+pub use verify::{ChainProblem, Checkpoint, VerifyReport};
+
+use saas_core::db::{Migration, MigrationSet};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "audit",
+    postgres: include_str!("../migrations/postgres/0001_audit.sql"),
+    sqlite: include_str!("../migrations/sqlite/0001_audit.sql"),
+}];
+
+/// saas-audit's migrations; run them after saas-core's.
+#[must_use]
+pub fn migrations() -> MigrationSet {
+    MigrationSet {
+        component: "saas-audit",
+        migrations: MIGRATIONS,
+    }
+}

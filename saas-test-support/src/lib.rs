@@ -22,6 +22,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 /// Generates one test per backend from one body: `mod name { sqlite, postgres }`.
+/// Start with `migrations = <expr>;` to migrate more than saas-core.
 ///
 /// ```text
 /// saas_test_support::both_backends! {
@@ -30,6 +31,26 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 /// ```
 #[macro_export]
 macro_rules! both_backends {
+    (migrations = $sets:expr; $(async fn $name:ident($t:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports, reason = "each generated module sees the test file's imports")]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $t = $crate::TestDb::sqlite_with(&$sets).await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let Some($t) = $crate::TestDb::postgres_with(&$sets).await else { return };
+                    $body
+                }
+            }
+        )*
+    };
     ($(async fn $name:ident($t:ident) $body:block)*) => {
         $(
             mod $name {

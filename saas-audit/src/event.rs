@@ -1,0 +1,393 @@
+//! Audit events: what callers record, what is stored, and the canonical form
+//! that is hashed into the chain.
+//!
+//! The canonical form (version 1) is a JSON object with keys sorted at every
+//! level and no whitespace. It holds no personal data: only the SHA-256 of the
+//! encrypted personal-data blob, so destroying a subject's key leaves every
+//! hash intact.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use saas_core::{PlatformActor, Principal};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::AuditError;
+
+/// Largest `details` object, serialized.
+pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
+/// Largest personal-data payload, serialized.
+pub const MAX_PERSONAL_BYTES: usize = 8 * 1024;
+/// Version of the canonical form this crate writes.
+pub const CANONICAL_VERSION: u32 = 1;
+
+/// How an action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// Authorization refused it.
+    Denied,
+    /// It was attempted and failed.
+    Failure,
+}
+
+impl Outcome {
+    /// The stored name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Denied => "denied",
+            Self::Failure => "failure",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, AuditError> {
+        match s {
+            "success" => Ok(Self::Success),
+            "denied" => Ok(Self::Denied),
+            "failure" => Ok(Self::Failure),
+            _ => Err(AuditError::Corrupt(format!("unknown outcome {s}"))),
+        }
+    }
+}
+
+/// What the action was done to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The kind of thing, e.g. `"workspace"`.
+    pub kind: String,
+    /// Its id, if it has one.
+    pub id: Option<String>,
+}
+
+impl Target {
+    /// A target of `kind` with an id.
+    pub fn new(kind: impl Into<String>, id: impl ToString) -> Self {
+        Self {
+            kind: kind.into(),
+            id: Some(id.to_string()),
+        }
+    }
+
+    /// A target with no id (e.g. `"tenant_config"`).
+    pub fn kind(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            id: None,
+        }
+    }
+}
+
+/// Who acted, as stored. Derived from the context, never from the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `user`, `api_key`, `service`, `operator`, `break_glass` or `system`.
+    pub kind: String,
+    /// The principal's id (a pseudonymous UUID), if it has one.
+    pub id: Option<String>,
+    /// The stated reason of a system actor.
+    pub reason: Option<String>,
+}
+
+impl Actor {
+    pub(crate) fn from_principal(p: &Principal) -> Self {
+        let (kind, id, reason) = match p {
+            Principal::User { id } => ("user", Some(id.to_string()), None),
+            Principal::ApiKey { id } => ("api_key", Some(id.to_string()), None),
+            Principal::Service { id } => ("service", Some(id.to_string()), None),
+            Principal::Operator { id } => ("operator", Some(id.to_string()), None),
+            Principal::System { reason } => ("system", None, Some(reason.clone())),
+            _ => ("unknown", None, None),
+        };
+        Self {
+            kind: kind.into(),
+            id,
+            reason,
+        }
+    }
+
+    pub(crate) fn from_platform(a: &PlatformActor) -> Self {
+        match a {
+            PlatformActor::Operator { id } => Self {
+                kind: "operator".into(),
+                id: Some(id.to_string()),
+                reason: None,
+            },
+            PlatformActor::System { reason } => Self {
+                kind: "system".into(),
+                id: None,
+                reason: Some(reason.clone()),
+            },
+            _ => Self {
+                kind: "unknown".into(),
+                id: None,
+                reason: None,
+            },
+        }
+    }
+}
+
+/// Personal data attached to an event. Stored encrypted under the data
+/// subject's key, outside the hashed form; destroyed with that key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalData {
+    /// Source IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// User agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Other personal fields (email, name, free text), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl PersonalData {
+    /// True when nothing is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ip.is_none() && self.user_agent.is_none() && self.fields.is_empty()
+    }
+}
+
+/// An event to record. Tenant, actor, time and correlation id come from the
+/// context and the clock, not from here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// Dotted lowercase action name, e.g. `"tenant.suspend"`.
+    pub action: String,
+    /// What was acted on.
+    pub target: Target,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Structured, non-personal details (a JSON object, at most 8 KiB).
+    pub details: serde_json::Value,
+    /// Personal data (IP, user agent, emails, free text), kept out of the hash.
+    pub personal: PersonalData,
+    /// The data subject the personal data belongs to; defaults to the acting user.
+    pub subject: Option<Uuid>,
+}
+
+impl AuditEvent {
+    /// A successful `action` on `target` with no details.
+    pub fn new(action: impl Into<String>, target: Target) -> Self {
+        Self {
+            action: action.into(),
+            target,
+            outcome: Outcome::Success,
+            details: serde_json::json!({}),
+            personal: PersonalData::default(),
+            subject: None,
+        }
+    }
+
+    /// Sets the outcome.
+    #[must_use]
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Sets the details object.
+    #[must_use]
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Attaches personal data belonging to `subject`.
+    #[must_use]
+    pub fn personal(mut self, subject: Option<Uuid>, personal: PersonalData) -> Self {
+        self.subject = subject;
+        self.personal = personal;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), AuditError> {
+        let action_ok = !self.action.is_empty()
+            && self.action.len() <= 128
+            && self
+                .action
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+        if !action_ok {
+            return Err(AuditError::Invalid(
+                "action must be 1 to 128 characters of a-z, 0-9, '.' and '_'".into(),
+            ));
+        }
+        if self.target.kind.is_empty() || self.target.kind.len() > 64 {
+            return Err(AuditError::Invalid(
+                "target kind must be 1 to 64 characters".into(),
+            ));
+        }
+        if self.target.id.as_ref().is_some_and(|id| id.len() > 256) {
+            return Err(AuditError::Invalid(
+                "target id must be at most 256 characters".into(),
+            ));
+        }
+        if !self.details.is_object() {
+            return Err(AuditError::Invalid("details must be a JSON object".into()));
+        }
+        if canonical_json(&self.details).len() > MAX_DETAILS_BYTES {
+            return Err(AuditError::Invalid(format!(
+                "details must be at most {MAX_DETAILS_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An event as stored: every field that goes into the hash, plus the hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// `tenant:<uuid>` or `platform`.
+    pub chain: String,
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// Event id.
+    pub id: Uuid,
+    /// When it was recorded.
+    pub occurred_at: DateTime<Utc>,
+    /// Who acted.
+    pub actor: Actor,
+    /// What was done.
+    pub action: String,
+    /// To what.
+    pub target: Target,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The request's correlation id.
+    pub correlation_id: String,
+    /// Canonical JSON text of the details object.
+    pub details: String,
+    /// The data subject whose key encrypts `personal`.
+    pub subject_id: Option<Uuid>,
+    /// Nonce and ciphertext of the personal data, hex; `None` when there was none.
+    pub personal: Option<String>,
+    /// Hash of the previous event (hex; zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 of this event's canonical form (hex).
+    pub hash: String,
+}
+
+impl StoredEvent {
+    /// The canonical bytes that are hashed.
+    #[must_use]
+    pub fn canonical(&self) -> Vec<u8> {
+        let personal_digest = self
+            .personal
+            .as_ref()
+            .map(|hexed| hex::encode(Sha256::digest(hex::decode(hexed).unwrap_or_default())));
+        let value = serde_json::json!({
+            "v": CANONICAL_VERSION,
+            "chain": self.chain,
+            "seq": self.seq,
+            "id": self.id,
+            "at": format_time(self.occurred_at),
+            "actor": {"kind": self.actor.kind, "id": self.actor.id, "reason": self.actor.reason},
+            "action": self.action,
+            "target": {"kind": self.target.kind, "id": self.target.id},
+            "outcome": self.outcome.as_str(),
+            "correlation_id": self.correlation_id,
+            "details": serde_json::from_str::<serde_json::Value>(&self.details).unwrap_or(serde_json::Value::String(self.details.clone())),
+            "subject": self.subject_id,
+            "personal": personal_digest,
+            "prev": self.prev_hash,
+        });
+        canonical_json(&value).into_bytes()
+    }
+
+    /// Recomputes this event's hash (hex).
+    #[must_use]
+    pub fn compute_hash(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical()))
+    }
+}
+
+/// Fixed-width UTC time with microseconds, as hashed.
+#[must_use]
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// JSON with object keys sorted at every level and no insignificant whitespace.
+#[must_use]
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                if let Some(val) = map.get(*k) {
+                    write_canonical(val, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The hash that precedes the first event of a chain.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v = serde_json::json!({"b": 1, "a": {"d": [3, {"z": 1, "y": 2}], "c": "x"}});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"x","d":[3,{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn invalid_events_are_refused_with_a_reason() {
+        let ok = AuditEvent::new("tenant.suspend", Target::new("tenant", 1));
+        assert!(ok.validate().is_ok());
+        assert!(
+            AuditEvent::new("Bad Action", Target::kind("x"))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ok.clone()
+                .details(serde_json::json!([1]))
+                .validate()
+                .is_err()
+        );
+        let big = serde_json::json!({"x": "y".repeat(MAX_DETAILS_BYTES)});
+        assert!(ok.details(big).validate().is_err());
+    }
+}

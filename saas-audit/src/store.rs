@@ -1,0 +1,956 @@
+//! The database store: append-only hash chains, one per tenant and one for the
+//! platform, with queries, checkpoints, export and verification.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+
+use chrono::{DateTime, Utc};
+use saas_core::db::sea_query::{Expr, ExprTrait, LockType, OnConflict, Order, Query, Value};
+use saas_core::db::{Db, Row, Scope as DbScope, Tx};
+use saas_core::{PlatformContext, TenantContext};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::crypto::{self, CheckpointSigner};
+use crate::error::AuditError;
+use crate::event::{
+    Actor, AuditEvent, GENESIS, Outcome, PersonalData, StoredEvent, Target, canonical_json,
+    format_time,
+};
+use crate::verify::{ChainVerifier, Checkpoint, VerifyReport};
+
+/// Which chain: a tenant's (through its context) or the platform's.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// A tenant's chain.
+    Tenant(&'a TenantContext),
+    /// The platform chain (operator actions).
+    Platform(&'a PlatformContext),
+}
+
+impl<'a> From<&'a TenantContext> for Scope<'a> {
+    fn from(c: &'a TenantContext) -> Self {
+        Self::Tenant(c)
+    }
+}
+
+impl<'a> From<&'a PlatformContext> for Scope<'a> {
+    fn from(c: &'a PlatformContext) -> Self {
+        Self::Platform(c)
+    }
+}
+
+struct Tables {
+    events: &'static str,
+    heads: &'static str,
+    checkpoints: &'static str,
+    key: &'static str,
+}
+
+const TENANT: Tables = Tables {
+    events: "audit_events",
+    heads: "audit_heads",
+    checkpoints: "audit_checkpoints",
+    key: "tenant_id",
+};
+const PLATFORM: Tables = Tables {
+    events: "audit_platform_events",
+    heads: "audit_platform_heads",
+    checkpoints: "audit_platform_checkpoints",
+    key: "chain_id",
+};
+const KEYS: &str = "audit_subject_keys";
+
+const EVENT_COLS: [&str; 16] = [
+    "seq",
+    "id",
+    "occurred_at",
+    "actor_kind",
+    "actor_id",
+    "actor_reason",
+    "action",
+    "target_kind",
+    "target_id",
+    "outcome",
+    "correlation_id",
+    "details",
+    "subject_id",
+    "personal",
+    "prev_hash",
+    "hash",
+];
+
+/// Rows per INSERT statement (keeps bind parameters under both backends' limits).
+const INSERT_CHUNK: usize = 500;
+/// Rows per page when walking a chain.
+const PAGE: u64 = 5000;
+
+struct Chain {
+    tables: &'static Tables,
+    key: Uuid,
+    name: String,
+    db_scope: DbScope,
+}
+
+fn chain_of(scope: Scope<'_>) -> Chain {
+    match scope {
+        Scope::Tenant(ctx) => Chain {
+            tables: &TENANT,
+            key: ctx.tenant().as_uuid(),
+            name: format!("tenant:{}", ctx.tenant()),
+            db_scope: DbScope::Tenant(ctx.tenant()),
+        },
+        Scope::Platform(_) => Chain {
+            tables: &PLATFORM,
+            key: Uuid::nil(),
+            name: "platform".into(),
+            db_scope: DbScope::Platform,
+        },
+    }
+}
+
+fn actor_of(scope: Scope<'_>) -> (Actor, String) {
+    match scope {
+        Scope::Tenant(ctx) => (
+            Actor::from_principal(ctx.principal()),
+            ctx.correlation_id().to_string(),
+        ),
+        Scope::Platform(p) => (
+            Actor::from_platform(p.actor()),
+            p.correlation_id().to_string(),
+        ),
+    }
+}
+
+/// Where an appended event landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    /// The event id.
+    pub id: Uuid,
+    /// Its position.
+    pub seq: i64,
+    /// Its hash (hex).
+    pub hash: String,
+}
+
+/// A stored event as read back, with its personal data decrypted while the
+/// subject's key exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// The stored, hashed event.
+    #[serde(flatten)]
+    pub event: StoredEvent,
+    /// The personal data, if there was some and its key still exists.
+    pub personal_data: Option<PersonalData>,
+    /// True when there was personal data and its subject's key was destroyed.
+    pub personal_erased: bool,
+}
+
+/// Filters for [`AuditLog::query`]; every field narrows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// At or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Before.
+    pub to: Option<DateTime<Utc>>,
+    /// Acting principal's id.
+    pub actor_id: Option<String>,
+    /// Exact action.
+    pub action: Option<String>,
+    /// Target kind.
+    pub target_kind: Option<String>,
+    /// Target id.
+    pub target_id: Option<String>,
+    /// Outcome.
+    pub outcome: Option<Outcome>,
+    /// Keyset cursor: only events before this position (newest first).
+    pub before_seq: Option<i64>,
+    /// Page size (1 to 500, default 100).
+    pub limit: Option<u64>,
+}
+
+/// One page of [`AuditLog::query`], newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPage {
+    /// The events.
+    pub records: Vec<AuditRecord>,
+    /// Pass as `before_seq` for the next page; `None` at the end.
+    pub next_before_seq: Option<i64>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportSummary {
+    /// Events written.
+    pub events: u64,
+    /// The checkpoint written with them, if one covers the range.
+    pub checkpoint_seq: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ExportHeader {
+    format: String,
+    version: u32,
+    chain: String,
+    from_seq: i64,
+    anchor: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ExportLine {
+    Checkpoint { checkpoint: Checkpoint },
+    Event(Box<StoredEvent>),
+}
+
+/// The audit log over a database.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    db: Db,
+    signer: CheckpointSigner,
+}
+
+impl AuditLog {
+    /// A log over `db` that signs checkpoints with `signer`.
+    #[must_use]
+    pub fn new(db: Db, signer: CheckpointSigner) -> Self {
+        Self { db, signer }
+    }
+
+    /// The checkpoint signer.
+    #[must_use]
+    pub fn signer(&self) -> &CheckpointSigner {
+        &self.signer
+    }
+
+    /// Appends `event` inside the caller's transaction, so the event and the
+    /// action it records commit (or roll back) together. `tx` must be open for
+    /// the same tenant (or be a platform transaction for the platform chain).
+    pub async fn append<'a>(
+        &self,
+        tx: &mut Tx,
+        scope: impl Into<Scope<'a>>,
+        event: AuditEvent,
+    ) -> Result<Receipt, AuditError> {
+        let mut receipts = self.append_batch(tx, scope, vec![event]).await?;
+        receipts
+            .pop()
+            .ok_or(AuditError::Corrupt("append produced no receipt".into()))
+    }
+
+    /// Appends several events in order, under one lock of the chain head.
+    pub async fn append_batch<'a>(
+        &self,
+        tx: &mut Tx,
+        scope: impl Into<Scope<'a>>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<Receipt>, AuditError> {
+        let scope = scope.into();
+        for e in &events {
+            e.validate()?;
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chain = chain_of(scope);
+        if tx.scope() != chain.db_scope {
+            return Err(AuditError::ScopeMismatch(
+                "the transaction is not open for this chain",
+            ));
+        }
+        let (actor, correlation_id) = actor_of(scope);
+        let default_subject = match scope {
+            Scope::Tenant(ctx) => ctx.principal().user_id().map(|u| u.as_uuid()),
+            Scope::Platform(_) => None,
+        };
+        let (mut seq, mut prev) = lock_head(tx, &chain).await?;
+        let now = tx.now();
+        let mut keys: HashMap<Uuid, Vec<u8>> = HashMap::new();
+        let mut stored = Vec::with_capacity(events.len());
+        for e in events {
+            let (subject_id, personal) = if e.personal.is_empty() {
+                (None, None)
+            } else {
+                let Scope::Tenant(_) = scope else {
+                    return Err(AuditError::Invalid(
+                        "the platform chain takes no personal data".into(),
+                    ));
+                };
+                let subject = e.subject.or(default_subject).ok_or_else(|| {
+                    AuditError::Invalid("personal data needs a data subject".into())
+                })?;
+                let key = match keys.get(&subject) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k = subject_key(tx, &chain, subject, now).await?;
+                        keys.insert(subject, k.clone());
+                        k
+                    }
+                };
+                let plain = serde_json::to_vec(&e.personal)
+                    .map_err(|_| AuditError::Invalid("unserializable personal data".into()))?;
+                if plain.len() > crate::event::MAX_PERSONAL_BYTES {
+                    return Err(AuditError::Invalid("personal data is too large".into()));
+                }
+                (
+                    Some(subject),
+                    Some(hex::encode(crypto::seal(&key, &plain)?)),
+                )
+            };
+            seq += 1;
+            let mut ev = StoredEvent {
+                chain: chain.name.clone(),
+                seq,
+                id: Uuid::now_v7(),
+                occurred_at: now,
+                actor: actor.clone(),
+                action: e.action,
+                target: e.target,
+                outcome: e.outcome,
+                correlation_id: correlation_id.clone(),
+                details: canonical_json(&e.details),
+                subject_id,
+                personal,
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
+            ev.hash = ev.compute_hash();
+            prev.clone_from(&ev.hash);
+            stored.push(ev);
+        }
+        for chunk in stored.chunks(INSERT_CHUNK) {
+            let mut insert = Query::insert();
+            insert
+                .into_table(chain.tables.events)
+                .columns(std::iter::once(chain.tables.key).chain(EVENT_COLS));
+            for ev in chunk {
+                insert
+                    .values(event_values(chain.key, ev)?.into_iter().map(Expr::val))
+                    .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+            }
+            tx.execute(&insert).await?;
+        }
+        tx.execute(
+            Query::update()
+                .table(chain.tables.heads)
+                .value("seq", seq)
+                .value("hash", unhex(&prev)?)
+                .and_where(Expr::col(chain.tables.key).eq(chain.key)),
+        )
+        .await?;
+        Ok(stored
+            .into_iter()
+            .map(|e| Receipt {
+                id: e.id,
+                seq: e.seq,
+                hash: e.hash,
+            })
+            .collect())
+    }
+
+    /// Appends in a transaction of its own (for actions that are not a
+    /// database change, such as a denied request).
+    pub async fn record<'a>(
+        &self,
+        scope: impl Into<Scope<'a>>,
+        event: AuditEvent,
+    ) -> Result<Receipt, AuditError> {
+        let scope = scope.into();
+        let mut tx = self.begin(scope).await?;
+        let r = self.append(&mut tx, scope, event).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn begin(&self, scope: Scope<'_>) -> Result<Tx, AuditError> {
+        Ok(match scope {
+            Scope::Tenant(ctx) => self.db.begin(ctx).await?,
+            Scope::Platform(p) => self.db.begin_platform(p).await?,
+        })
+    }
+
+    async fn read(&self, scope: Scope<'_>) -> Result<Tx, AuditError> {
+        Ok(match scope {
+            Scope::Tenant(ctx) => self.db.read(ctx).await?,
+            Scope::Platform(p) => self.db.begin_platform(p).await?,
+        })
+    }
+
+    /// Events matching `q`, newest first, with keyset pagination.
+    pub async fn query<'a>(
+        &self,
+        scope: impl Into<Scope<'a>>,
+        q: &AuditQuery,
+    ) -> Result<AuditPage, AuditError> {
+        let scope = scope.into();
+        let chain = chain_of(scope);
+        let limit = q.limit.unwrap_or(100).clamp(1, 500);
+        let mut sel = Query::select();
+        sel.columns(EVENT_COLS)
+            .from(chain.tables.events)
+            .and_where(Expr::col(chain.tables.key).eq(chain.key))
+            .order_by("seq", Order::Desc)
+            .limit(limit);
+        if let Some(v) = q.from {
+            sel.and_where(Expr::col("occurred_at").gte(v));
+        }
+        if let Some(v) = q.to {
+            sel.and_where(Expr::col("occurred_at").lt(v));
+        }
+        if let Some(v) = &q.actor_id {
+            sel.and_where(Expr::col("actor_id").eq(v.as_str()));
+        }
+        if let Some(v) = &q.action {
+            sel.and_where(Expr::col("action").eq(v.as_str()));
+        }
+        if let Some(v) = &q.target_kind {
+            sel.and_where(Expr::col("target_kind").eq(v.as_str()));
+        }
+        if let Some(v) = &q.target_id {
+            sel.and_where(Expr::col("target_id").eq(v.as_str()));
+        }
+        if let Some(v) = q.outcome {
+            sel.and_where(Expr::col("outcome").eq(v.as_str()));
+        }
+        if let Some(v) = q.before_seq {
+            sel.and_where(Expr::col("seq").lt(v));
+        }
+        let mut tx = self.read(scope).await?;
+        let rows = tx.fetch_all(&sel).await?;
+        let events = rows
+            .iter()
+            .map(|r| event_from_row(&chain.name, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let records = self.decrypt_all(&mut tx, &chain, events).await?;
+        tx.commit().await?;
+        let next_before_seq = (records.len() as u64 == limit)
+            .then(|| records.last().map(|r| r.event.seq))
+            .flatten();
+        Ok(AuditPage {
+            records,
+            next_before_seq,
+        })
+    }
+
+    /// Every event about or by `subject` (a user id), personal data readable
+    /// while the key exists: the data-subject export.
+    pub async fn subject_events(
+        &self,
+        ctx: &TenantContext,
+        subject: Uuid,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let chain = chain_of(Scope::Tenant(ctx));
+        let mut tx = self.db.read(ctx).await?;
+        let rows = tx
+            .fetch_all(
+                Query::select()
+                    .columns(EVENT_COLS)
+                    .from(chain.tables.events)
+                    .and_where(Expr::col("tenant_id").eq(chain.key))
+                    .cond_where(
+                        saas_core::db::sea_query::Cond::any()
+                            .add(Expr::col("subject_id").eq(subject))
+                            .add(Expr::col("actor_id").eq(subject.to_string())),
+                    )
+                    .order_by("seq", Order::Asc),
+            )
+            .await?;
+        let events = rows
+            .iter()
+            .map(|r| event_from_row(&chain.name, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let records = self.decrypt_all(&mut tx, &chain, events).await?;
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    /// Destroys `subject`'s key: their personal data in every event becomes
+    /// unreadable for good, while every hash, and so the chain, stays valid.
+    /// Returns how many events carried their personal data.
+    pub async fn erase_subject(
+        &self,
+        ctx: &TenantContext,
+        subject: Uuid,
+    ) -> Result<u64, AuditError> {
+        let chain = chain_of(Scope::Tenant(ctx));
+        let mut tx = self.db.begin(ctx).await?;
+        let n = tx
+            .fetch_optional(
+                Query::select()
+                    .expr_as(Expr::col("seq").count(), "n")
+                    .from(chain.tables.events)
+                    .and_where(Expr::col("tenant_id").eq(chain.key))
+                    .and_where(Expr::col("subject_id").eq(subject))
+                    .and_where(Expr::col("personal").is_not_null()),
+            )
+            .await?
+            .map(|r| r.get::<i64>("n"))
+            .transpose()?
+            .unwrap_or(0);
+        tx.execute(
+            Query::delete()
+                .from_table(KEYS)
+                .and_where(Expr::col("tenant_id").eq(chain.key))
+                .and_where(Expr::col("subject_id").eq(subject)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn decrypt_all(
+        &self,
+        tx: &mut Tx,
+        chain: &Chain,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let mut keys: HashMap<Uuid, Option<Vec<u8>>> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let (personal_data, personal_erased) = match (&event.personal, event.subject_id) {
+                (Some(sealed), Some(subject)) if chain.tables.key == TENANT.key => {
+                    let key = match keys.get(&subject) {
+                        Some(k) => k.clone(),
+                        None => {
+                            let k = existing_key(tx, chain, subject).await?;
+                            keys.insert(subject, k.clone());
+                            k
+                        }
+                    };
+                    match key {
+                        Some(key) => {
+                            let plain = crypto::open(&key, &unhex(sealed)?)?;
+                            let pd: PersonalData = serde_json::from_slice(&plain)
+                                .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+                            (Some(pd), false)
+                        }
+                        None => (None, true),
+                    }
+                }
+                (Some(_), _) => (None, true),
+                _ => (None, false),
+            };
+            out.push(AuditRecord {
+                event,
+                personal_data,
+                personal_erased,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Signs the chain's current head and stores the checkpoint (no-op when the
+    /// head is already checkpointed or the chain is empty).
+    pub async fn checkpoint<'a>(
+        &self,
+        scope: impl Into<Scope<'a>>,
+    ) -> Result<Option<Checkpoint>, AuditError> {
+        let scope = scope.into();
+        let chain = chain_of(scope);
+        let mut tx = self.begin(scope).await?;
+        let (seq, hash) = lock_head(&mut tx, &chain).await?;
+        if seq == 0 {
+            return Ok(None);
+        }
+        let existing = load_checkpoints(&mut tx, &chain).await?;
+        if let Some(c) = existing.into_iter().find(|c| c.seq == seq) {
+            return Ok(Some(c));
+        }
+        let signed_at = format_time(tx.now());
+        let signature = self.signer.sign(&chain.name, seq, &hash, &signed_at)?;
+        tx.execute(
+            Query::insert()
+                .into_table(chain.tables.checkpoints)
+                .columns([
+                    chain.tables.key,
+                    "seq",
+                    "hash",
+                    "signed_at",
+                    "key_id",
+                    "signature",
+                ])
+                .values([
+                    chain.key.into(),
+                    seq.into(),
+                    unhex(&hash)?.into(),
+                    tx.now().into(),
+                    self.signer.key_id().into(),
+                    signature.clone().into(),
+                ])
+                .map_err(|e| AuditError::Corrupt(e.to_string()))?,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Checkpoint {
+            chain: chain.name,
+            seq,
+            hash,
+            signed_at,
+            key_id: self.signer.key_id().to_owned(),
+            signature: hex::encode(signature),
+        }))
+    }
+
+    /// Walks the chain from position `from_seq` (1 for the whole chain) and
+    /// reports the first broken link, gap, tampered event, or missing tail
+    /// against the newest checkpoint and the chain head.
+    pub async fn verify<'a>(
+        &self,
+        scope: impl Into<Scope<'a>>,
+        from_seq: i64,
+    ) -> Result<VerifyReport, AuditError> {
+        let scope = scope.into();
+        let chain = chain_of(scope);
+        let from_seq = std::cmp::max(from_seq, 1);
+        let mut tx = self.read(scope).await?;
+        let head = tx
+            .fetch_optional(
+                Query::select()
+                    .column("seq")
+                    .from(chain.tables.heads)
+                    .and_where(Expr::col(chain.tables.key).eq(chain.key)),
+            )
+            .await?
+            .map(|r| r.get::<i64>("seq"))
+            .transpose()?;
+        let checkpoints = load_checkpoints(&mut tx, &chain).await?;
+        let anchor = if from_seq == 1 {
+            hex::encode(GENESIS)
+        } else {
+            let row = tx
+                .fetch_optional(
+                    Query::select()
+                        .column("hash")
+                        .from(chain.tables.events)
+                        .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                        .and_where(Expr::col("seq").eq(from_seq - 1)),
+                )
+                .await?;
+            match row {
+                Some(r) => hex::encode(r.get::<Vec<u8>>("hash")?),
+                None => hex::encode(GENESIS),
+            }
+        };
+        let mut verifier = ChainVerifier::new(chain.name.clone(), from_seq, anchor, checkpoints);
+        let mut after = from_seq - 1;
+        loop {
+            let rows = tx
+                .fetch_all(
+                    Query::select()
+                        .columns(EVENT_COLS)
+                        .from(chain.tables.events)
+                        .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                        .and_where(Expr::col("seq").gt(after))
+                        .order_by("seq", Order::Asc)
+                        .limit(PAGE),
+                )
+                .await?;
+            let n = rows.len();
+            let mut go_on = true;
+            for r in &rows {
+                let ev = event_from_row(&chain.name, r)?;
+                after = ev.seq;
+                if !verifier.feed(&ev) {
+                    go_on = false;
+                    break;
+                }
+            }
+            if !go_on || (n as u64) < PAGE {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(verifier.finish(head, Some(&self.signer)))
+    }
+
+    /// Writes positions `from_seq..=to_seq` (all when `to_seq` is `None`) as
+    /// JSON lines: a header with the anchor hash, one line per event (personal
+    /// data stays encrypted), then the newest checkpoint inside the range, so an
+    /// auditor can verify the file offline with [`verify_export`].
+    pub async fn export<'a>(
+        &self,
+        scope: impl Into<Scope<'a>>,
+        from_seq: i64,
+        to_seq: Option<i64>,
+        out: &mut (dyn Write + Send),
+    ) -> Result<ExportSummary, AuditError> {
+        let scope = scope.into();
+        let chain = chain_of(scope);
+        let from_seq = std::cmp::max(from_seq, 1);
+        let mut tx = self.read(scope).await?;
+        let anchor = if from_seq == 1 {
+            hex::encode(GENESIS)
+        } else {
+            tx.fetch_optional(
+                Query::select()
+                    .column("hash")
+                    .from(chain.tables.events)
+                    .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                    .and_where(Expr::col("seq").eq(from_seq - 1)),
+            )
+            .await?
+            .map(|r| r.get::<Vec<u8>>("hash").map(hex::encode))
+            .transpose()?
+            .unwrap_or_else(|| hex::encode(GENESIS))
+        };
+        let header = ExportHeader {
+            format: "saas-audit-export".into(),
+            version: 1,
+            chain: chain.name.clone(),
+            from_seq,
+            anchor,
+        };
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&header).map_err(|e| AuditError::Corrupt(e.to_string()))?
+        )?;
+        let mut written = 0u64;
+        let mut last = None;
+        let mut after = from_seq - 1;
+        loop {
+            let mut sel = Query::select();
+            sel.columns(EVENT_COLS)
+                .from(chain.tables.events)
+                .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                .and_where(Expr::col("seq").gt(after))
+                .order_by("seq", Order::Asc)
+                .limit(PAGE);
+            if let Some(to) = to_seq {
+                sel.and_where(Expr::col("seq").lte(to));
+            }
+            let rows = tx.fetch_all(&sel).await?;
+            for r in &rows {
+                let ev = event_from_row(&chain.name, r)?;
+                after = ev.seq;
+                last = Some(ev.seq);
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&ev).map_err(|e| AuditError::Corrupt(e.to_string()))?
+                )?;
+                written += 1;
+            }
+            if (rows.len() as u64) < PAGE {
+                break;
+            }
+        }
+        let checkpoint = load_checkpoints(&mut tx, &chain)
+            .await?
+            .into_iter()
+            .filter(|c| c.seq >= from_seq && last.is_some_and(|l| c.seq <= l))
+            .max_by_key(|c| c.seq);
+        tx.commit().await?;
+        let checkpoint_seq = checkpoint.as_ref().map(|c| c.seq);
+        if let Some(checkpoint) = checkpoint {
+            let line = ExportLine::Checkpoint { checkpoint };
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&line).map_err(|e| AuditError::Corrupt(e.to_string()))?
+            )?;
+        }
+        out.flush()?;
+        Ok(ExportSummary {
+            events: written,
+            checkpoint_seq,
+        })
+    }
+}
+
+/// Verifies an export written by [`AuditLog::export`] offline: the hash chain
+/// from the header's anchor, and the checkpoint's hash and (with the signer's
+/// key) its signature.
+pub fn verify_export(
+    input: impl BufRead,
+    signer: Option<&CheckpointSigner>,
+) -> Result<VerifyReport, AuditError> {
+    let mut lines = input.lines().enumerate();
+    let (_, first) = lines.next().ok_or(AuditError::Export {
+        line: 1,
+        reason: "empty file".into(),
+    })?;
+    let header: ExportHeader = serde_json::from_str(&first?).map_err(|e| AuditError::Export {
+        line: 1,
+        reason: e.to_string(),
+    })?;
+    if header.format != "saas-audit-export" || header.version != 1 {
+        return Err(AuditError::Export {
+            line: 1,
+            reason: "not a saas-audit export, version 1".into(),
+        });
+    }
+    let mut events = Vec::new();
+    let mut checkpoints = Vec::new();
+    for (i, line) in lines {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<ExportLine>(&line).map_err(|e| AuditError::Export {
+            line: i + 1,
+            reason: e.to_string(),
+        })? {
+            ExportLine::Event(ev) => events.push(*ev),
+            ExportLine::Checkpoint { checkpoint } => checkpoints.push(checkpoint),
+        }
+    }
+    let mut verifier =
+        ChainVerifier::new(header.chain, header.from_seq, header.anchor, checkpoints);
+    for ev in &events {
+        if !verifier.feed(ev) {
+            break;
+        }
+    }
+    Ok(verifier.finish(None, signer))
+}
+
+async fn lock_head(tx: &mut Tx, chain: &Chain) -> Result<(i64, String), AuditError> {
+    tx.execute(
+        Query::insert()
+            .into_table(chain.tables.heads)
+            .columns([chain.tables.key, "seq", "hash"])
+            .values([chain.key.into(), 0i64.into(), GENESIS.to_vec().into()])
+            .map_err(|e| AuditError::Corrupt(e.to_string()))?
+            .on_conflict(OnConflict::column(chain.tables.key).do_nothing().to_owned()),
+    )
+    .await?;
+    let row = tx
+        .fetch_optional(
+            Query::select()
+                .columns(["seq", "hash"])
+                .from(chain.tables.heads)
+                .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                .lock(LockType::Update),
+        )
+        .await?
+        .ok_or(AuditError::Corrupt("chain head vanished".into()))?;
+    Ok((row.get("seq")?, hex::encode(row.get::<Vec<u8>>("hash")?)))
+}
+
+async fn existing_key(
+    tx: &mut Tx,
+    chain: &Chain,
+    subject: Uuid,
+) -> Result<Option<Vec<u8>>, AuditError> {
+    Ok(tx
+        .fetch_optional(
+            Query::select()
+                .column("key")
+                .from(KEYS)
+                .and_where(Expr::col("tenant_id").eq(chain.key))
+                .and_where(Expr::col("subject_id").eq(subject)),
+        )
+        .await?
+        .map(|r| r.get::<Vec<u8>>("key"))
+        .transpose()?)
+}
+
+async fn subject_key(
+    tx: &mut Tx,
+    chain: &Chain,
+    subject: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<u8>, AuditError> {
+    if let Some(k) = existing_key(tx, chain, subject).await? {
+        return Ok(k);
+    }
+    tx.execute(
+        Query::insert()
+            .into_table(KEYS)
+            .columns(["tenant_id", "subject_id", "key", "created_at"])
+            .values([
+                chain.key.into(),
+                subject.into(),
+                crypto::new_key().into(),
+                now.into(),
+            ])
+            .map_err(|e| AuditError::Corrupt(e.to_string()))?
+            .on_conflict(
+                OnConflict::columns(["tenant_id", "subject_id"])
+                    .do_nothing()
+                    .to_owned(),
+            ),
+    )
+    .await?;
+    existing_key(tx, chain, subject)
+        .await?
+        .ok_or(AuditError::Corrupt("subject key vanished".into()))
+}
+
+async fn load_checkpoints(tx: &mut Tx, chain: &Chain) -> Result<Vec<Checkpoint>, AuditError> {
+    let rows = tx
+        .fetch_all(
+            Query::select()
+                .columns(["seq", "hash", "signed_at", "key_id", "signature"])
+                .from(chain.tables.checkpoints)
+                .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                .order_by("seq", Order::Asc),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Checkpoint {
+                chain: chain.name.clone(),
+                seq: r.get("seq")?,
+                hash: hex::encode(r.get::<Vec<u8>>("hash")?),
+                signed_at: format_time(r.get("signed_at")?),
+                key_id: r.get("key_id")?,
+                signature: hex::encode(r.get::<Vec<u8>>("signature")?),
+            })
+        })
+        .collect()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, AuditError> {
+    hex::decode(s).map_err(|_| AuditError::Corrupt("bad hex".into()))
+}
+
+fn event_values(key: Uuid, ev: &StoredEvent) -> Result<Vec<Value>, AuditError> {
+    Ok(vec![
+        key.into(),
+        ev.seq.into(),
+        ev.id.into(),
+        ev.occurred_at.into(),
+        ev.actor.kind.clone().into(),
+        ev.actor.id.clone().into(),
+        ev.actor.reason.clone().into(),
+        ev.action.clone().into(),
+        ev.target.kind.clone().into(),
+        ev.target.id.clone().into(),
+        ev.outcome.as_str().into(),
+        ev.correlation_id.clone().into(),
+        ev.details.clone().into(),
+        ev.subject_id.into(),
+        ev.personal.as_deref().map(unhex).transpose()?.into(),
+        unhex(&ev.prev_hash)?.into(),
+        unhex(&ev.hash)?.into(),
+    ])
+}
+
+fn event_from_row(chain: &str, r: &Row) -> Result<StoredEvent, AuditError> {
+    Ok(StoredEvent {
+        chain: chain.to_owned(),
+        seq: r.get("seq")?,
+        id: r.get("id")?,
+        occurred_at: r.get("occurred_at")?,
+        actor: Actor {
+            kind: r.get("actor_kind")?,
+            id: r.get("actor_id")?,
+            reason: r.get("actor_reason")?,
+        },
+        action: r.get("action")?,
+        target: Target {
+            kind: r.get("target_kind")?,
+            id: r.get("target_id")?,
+        },
+        outcome: Outcome::parse(&r.get::<String>("outcome")?)?,
+        correlation_id: r.get("correlation_id")?,
+        details: r.get("details")?,
+        subject_id: r.get("subject_id")?,
+        personal: r.get::<Option<Vec<u8>>>("personal")?.map(hex::encode),
+        prev_hash: hex::encode(r.get::<Vec<u8>>("prev_hash")?),
+        hash: hex::encode(r.get::<Vec<u8>>("hash")?),
+    })
+}

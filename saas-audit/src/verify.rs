@@ -1,0 +1,196 @@
+//! Chain verification, shared by the database walk and offline export checks.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::CheckpointSigner;
+use crate::event::StoredEvent;
+
+/// A signed chain head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The chain.
+    pub chain: String,
+    /// The head's position.
+    pub seq: i64,
+    /// The head's hash (hex).
+    pub hash: String,
+    /// When it was signed (canonical time).
+    pub signed_at: String,
+    /// Which key signed it.
+    pub key_id: String,
+    /// HMAC-SHA256 signature (hex).
+    pub signature: String,
+}
+
+/// The first thing wrong with a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChainProblem {
+    /// The stored hash is not the hash of the stored event.
+    HashMismatch {
+        /// Where.
+        seq: i64,
+    },
+    /// The event does not point at the previous event's hash.
+    BrokenLink {
+        /// Where.
+        seq: i64,
+    },
+    /// A position is missing (or out of order).
+    Gap {
+        /// The position expected next.
+        expected: i64,
+        /// The position found.
+        found: i64,
+    },
+    /// The chain ends before a checkpoint (or the chain head) says it should.
+    MissingTail {
+        /// The last position present.
+        last_seq: i64,
+        /// The position the checkpoint or head vouches for.
+        expected_seq: i64,
+    },
+    /// A checkpoint names a hash the event at its position does not have.
+    CheckpointMismatch {
+        /// Where.
+        seq: i64,
+    },
+    /// A checkpoint's signature does not verify.
+    BadCheckpointSignature {
+        /// Where.
+        seq: i64,
+    },
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// The chain.
+    pub chain: String,
+    /// Events checked.
+    pub checked: u64,
+    /// The last position checked.
+    pub last_seq: Option<i64>,
+    /// The newest checkpoint considered.
+    pub checkpoint_seq: Option<i64>,
+    /// The first problem, if any.
+    pub problem: Option<ChainProblem>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    #[must_use]
+    pub fn is_valid(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Walks events in order and remembers the first problem.
+pub(crate) struct ChainVerifier {
+    chain: String,
+    expected_seq: i64,
+    prev: String,
+    checked: u64,
+    last_seq: Option<i64>,
+    problem: Option<ChainProblem>,
+    checkpoints: BTreeMap<i64, Checkpoint>,
+}
+
+impl ChainVerifier {
+    /// Starts at `first_seq`, whose predecessor's hash is `anchor` (hex).
+    pub(crate) fn new(
+        chain: String,
+        first_seq: i64,
+        anchor: String,
+        checkpoints: Vec<Checkpoint>,
+    ) -> Self {
+        Self {
+            chain,
+            expected_seq: first_seq,
+            prev: anchor,
+            checked: 0,
+            last_seq: None,
+            problem: None,
+            checkpoints: checkpoints.into_iter().map(|c| (c.seq, c)).collect(),
+        }
+    }
+
+    /// Feeds the next event; returns false once a problem was found.
+    pub(crate) fn feed(&mut self, ev: &StoredEvent) -> bool {
+        if self.problem.is_some() {
+            return false;
+        }
+        let problem = if ev.seq != self.expected_seq {
+            Some(ChainProblem::Gap {
+                expected: self.expected_seq,
+                found: ev.seq,
+            })
+        } else if ev.compute_hash() != ev.hash {
+            Some(ChainProblem::HashMismatch { seq: ev.seq })
+        } else if ev.prev_hash != self.prev {
+            Some(ChainProblem::BrokenLink { seq: ev.seq })
+        } else if self
+            .checkpoints
+            .get(&ev.seq)
+            .is_some_and(|c| c.hash != ev.hash)
+        {
+            Some(ChainProblem::CheckpointMismatch { seq: ev.seq })
+        } else {
+            None
+        };
+        if problem.is_some() {
+            self.problem = problem;
+            return false;
+        }
+        self.checked += 1;
+        self.last_seq = Some(ev.seq);
+        self.expected_seq = ev.seq + 1;
+        self.prev.clone_from(&ev.hash);
+        true
+    }
+
+    /// Ends the walk: the chain must reach the newest checkpoint and
+    /// `vouched_seq` (the chain head), and checkpoint signatures must verify.
+    pub(crate) fn finish(
+        mut self,
+        vouched_seq: Option<i64>,
+        signer: Option<&CheckpointSigner>,
+    ) -> VerifyReport {
+        let newest = self.checkpoints.keys().next_back().copied();
+        if self.problem.is_none()
+            && let Some(signer) = signer
+        {
+            {
+                for c in self.checkpoints.values() {
+                    let sig = hex::decode(&c.signature).unwrap_or_default();
+                    if !(c.key_id == signer.key_id()
+                        && signer.verify(&c.chain, c.seq, &c.hash, &c.signed_at, &sig))
+                    {
+                        self.problem = Some(ChainProblem::BadCheckpointSignature { seq: c.seq });
+                        break;
+                    }
+                }
+            }
+        }
+        if self.problem.is_none() {
+            let last = self.last_seq.unwrap_or(self.expected_seq - 1);
+            let expected = newest.into_iter().chain(vouched_seq).max();
+            if let Some(expected) = expected.filter(|e| *e > last) {
+                self.problem = Some(ChainProblem::MissingTail {
+                    last_seq: last,
+                    expected_seq: expected,
+                });
+            }
+        }
+        VerifyReport {
+            chain: self.chain,
+            checked: self.checked,
+            last_seq: self.last_seq,
+            checkpoint_seq: newest,
+            problem: self.problem,
+        }
+    }
+}
