@@ -276,37 +276,128 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The canonical bytes that are hashed.
+    /// The canonical bytes that are hashed: a JSON object with its keys in
+    /// sorted order and no whitespace. `details` is embedded as stored (it is
+    /// written in canonical form), so any change to the stored text changes
+    /// the hash.
     #[must_use]
     pub fn canonical(&self) -> Vec<u8> {
-        let personal_digest = self
-            .personal
-            .as_ref()
-            .map(|hexed| hex::encode(Sha256::digest(hex::decode(hexed).unwrap_or_default())));
-        let value = serde_json::json!({
-            "v": CANONICAL_VERSION,
-            "chain": self.chain,
-            "seq": self.seq,
-            "id": self.id,
-            "at": format_time(self.occurred_at),
-            "actor": {"kind": self.actor.kind, "id": self.actor.id, "reason": self.actor.reason},
-            "action": self.action,
-            "target": {"kind": self.target.kind, "id": self.target.id},
-            "outcome": self.outcome.as_str(),
-            "correlation_id": self.correlation_id,
-            "details": serde_json::from_str::<serde_json::Value>(&self.details).unwrap_or(serde_json::Value::String(self.details.clone())),
-            "subject": self.subject_id,
-            "personal": personal_digest,
-            "prev": self.prev_hash,
-        });
-        canonical_json(&value).into_bytes()
+        let mut out = Vec::with_capacity(384 + self.details.len());
+        self.write_canonical(&mut out);
+        out
+    }
+
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.extend_from_slice(b"{\"action\":");
+        json_str(out, &self.action);
+        out.extend_from_slice(b",\"actor\":{\"id\":");
+        json_opt_str(out, self.actor.id.as_deref());
+        out.extend_from_slice(b",\"kind\":");
+        json_str(out, &self.actor.kind);
+        out.extend_from_slice(b",\"reason\":");
+        json_opt_str(out, self.actor.reason.as_deref());
+        out.extend_from_slice(b"},\"at\":\"");
+        push_time(out, self.occurred_at);
+        out.extend_from_slice(b"\",\"chain\":");
+        json_str(out, &self.chain);
+        out.extend_from_slice(b",\"correlation_id\":");
+        json_str(out, &self.correlation_id);
+        out.extend_from_slice(b",\"details\":");
+        out.extend_from_slice(self.details.as_bytes());
+        out.extend_from_slice(b",\"id\":\"");
+        out.extend_from_slice(
+            self.id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"outcome\":\"");
+        out.extend_from_slice(self.outcome.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"personal\":");
+        match &self.personal {
+            Some(hexed) => {
+                let digest = Sha256::digest(hex::decode(hexed).unwrap_or_default());
+                out.push(b'"');
+                out.extend_from_slice(hex::encode(digest).as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"prev\":");
+        json_str(out, &self.prev_hash);
+        out.extend_from_slice(b",\"seq\":");
+        let _ = write!(out, "{}", self.seq);
+        out.extend_from_slice(b",\"subject\":");
+        match self.subject_id {
+            Some(s) => {
+                out.push(b'"');
+                out.extend_from_slice(
+                    s.hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer())
+                        .as_bytes(),
+                );
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"target\":{\"id\":");
+        json_opt_str(out, self.target.id.as_deref());
+        out.extend_from_slice(b",\"kind\":");
+        json_str(out, &self.target.kind);
+        out.extend_from_slice(b"},\"v\":");
+        let _ = write!(out, "{CANONICAL_VERSION}}}");
     }
 
     /// Recomputes this event's hash (hex).
     #[must_use]
     pub fn compute_hash(&self) -> String {
-        hex::encode(Sha256::digest(self.canonical()))
+        let mut buf = Vec::new();
+        hex::encode(self.digest_with(&mut buf))
     }
+
+    /// SHA-256 of the canonical form, written into a reusable buffer.
+    pub(crate) fn digest_with(&self, buf: &mut Vec<u8>) -> [u8; 32] {
+        buf.clear();
+        self.write_canonical(buf);
+        Sha256::digest(&buf[..]).into()
+    }
+
+    /// Whether the stored hash is the hash of the stored event, without
+    /// allocating (the verifier's hot path).
+    pub(crate) fn hash_matches(&self, buf: &mut Vec<u8>) -> bool {
+        let mut hexed = [0u8; 64];
+        hex::encode_to_slice(self.digest_with(buf), &mut hexed).is_ok()
+            && hexed[..] == *self.hash.as_bytes()
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn push_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 1000
+    );
 }
 
 /// Fixed-width UTC time with microseconds, as hashed.
@@ -370,6 +461,41 @@ mod tests {
             canonical_json(&v),
             r#"{"a":{"c":"x","d":[3,{"y":2,"z":1}]},"b":1}"#
         );
+    }
+
+    #[test]
+    fn the_canonical_form_is_sorted_json_that_parses_and_matches_the_time_format() {
+        let ev = StoredEvent {
+            chain: "tenant:x".into(),
+            seq: 3,
+            id: Uuid::nil(),
+            occurred_at: DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap(),
+            actor: Actor {
+                kind: "user".into(),
+                id: Some("u\"1".into()),
+                reason: None,
+            },
+            action: "a.b".into(),
+            target: Target::kind("t"),
+            outcome: Outcome::Success,
+            correlation_id: "c".into(),
+            details: canonical_json(&serde_json::json!({"z": 1, "a": "\n"})),
+            subject_id: None,
+            personal: None,
+            prev_hash: "00".into(),
+            hash: String::new(),
+        };
+        let bytes = ev.canonical();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            canonical_json(&parsed),
+            text,
+            "keys are in sorted order with no whitespace"
+        );
+        assert_eq!(parsed["at"], format_time(ev.occurred_at));
+        assert_eq!(parsed["actor"]["id"], "u\"1");
+        assert_eq!(ev.compute_hash().len(), 64);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use sink::{AuditSink, FanOut, JsonLinesSink, TracingSink};
 pub use store::{
     AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, Receipt, Scope, verify_export,
 };
-pub use verify::{ChainProblem, Checkpoint, VerifyReport};
+pub use verify::{ChainProblem, Checkpoint, VerifyReport, verify_events};
 
 use saas_core::db::{Migration, MigrationSet};
 

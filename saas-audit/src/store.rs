@@ -647,15 +647,14 @@ impl AuditLog {
                 )
                 .await?;
             let n = rows.len();
-            let mut go_on = true;
-            for r in &rows {
-                let ev = event_from_row(&chain.name, r)?;
-                after = ev.seq;
-                if !verifier.feed(&ev) {
-                    go_on = false;
-                    break;
-                }
+            let events = rows
+                .iter()
+                .map(|r| event_from_row(&chain.name, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(last) = events.last() {
+                after = last.seq;
             }
+            let go_on = verifier.feed_all(&events);
             if !go_on || (n as u64) < PAGE {
                 break;
             }
@@ -798,11 +797,7 @@ pub fn verify_export(
     }
     let mut verifier =
         ChainVerifier::new(header.chain, header.from_seq, header.anchor, checkpoints);
-    for ev in &events {
-        if !verifier.feed(ev) {
-            break;
-        }
-    }
+    verifier.feed_all(&events);
     Ok(verifier.finish(None, signer))
 }
 
