@@ -3,6 +3,7 @@
 mod crypto;
 mod error;
 pub mod event;
+mod recorder;
 pub mod sink;
 mod store;
 mod subject;
@@ -11,6 +12,7 @@ mod verify;
 pub use crypto::CheckpointSigner;
 pub use error::AuditError;
 pub use event::{Actor, AuditEvent, Outcome, PersonalData, StoredEvent, Target};
+pub use recorder::ChangeAuditor;
 pub use sink::{AuditSink, FanOut, JsonLinesSink, TracingSink};
 pub use store::{
     AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, Receipt, Scope, verify_export,

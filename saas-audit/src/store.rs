@@ -246,109 +246,8 @@ impl AuditLog {
         scope: impl Into<Scope<'a>>,
         events: Vec<AuditEvent>,
     ) -> Result<Vec<Receipt>, AuditError> {
-        let scope = scope.into();
-        for e in &events {
-            e.validate()?;
-        }
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let chain = chain_of(scope);
-        if tx.scope() != chain.db_scope {
-            return Err(AuditError::ScopeMismatch(
-                "the transaction is not open for this chain",
-            ));
-        }
-        let (actor, correlation_id) = actor_of(scope);
-        let default_subject = match scope {
-            Scope::Tenant(ctx) => ctx.principal().user_id().map(|u| u.as_uuid()),
-            Scope::Platform(_) => None,
-        };
-        let (mut seq, mut prev) = lock_head(tx, &chain).await?;
-        let now = tx.now();
-        let mut keys: HashMap<Uuid, Vec<u8>> = HashMap::new();
-        let mut stored = Vec::with_capacity(events.len());
-        for e in events {
-            let (subject_id, personal) = if e.personal.is_empty() {
-                (None, None)
-            } else {
-                let Scope::Tenant(_) = scope else {
-                    return Err(AuditError::Invalid(
-                        "the platform chain takes no personal data".into(),
-                    ));
-                };
-                let subject = e.subject.or(default_subject).ok_or_else(|| {
-                    AuditError::Invalid("personal data needs a data subject".into())
-                })?;
-                let key = match keys.get(&subject) {
-                    Some(k) => k.clone(),
-                    None => {
-                        let k = subject_key(tx, &chain, subject, now).await?;
-                        keys.insert(subject, k.clone());
-                        k
-                    }
-                };
-                let plain = serde_json::to_vec(&e.personal)
-                    .map_err(|_| AuditError::Invalid("unserializable personal data".into()))?;
-                if plain.len() > crate::event::MAX_PERSONAL_BYTES {
-                    return Err(AuditError::Invalid("personal data is too large".into()));
-                }
-                (
-                    Some(subject),
-                    Some(hex::encode(crypto::seal(&key, &plain)?)),
-                )
-            };
-            seq += 1;
-            let mut ev = StoredEvent {
-                chain: chain.name.clone(),
-                seq,
-                id: Uuid::now_v7(),
-                occurred_at: now,
-                actor: actor.clone(),
-                action: e.action,
-                target: e.target,
-                outcome: e.outcome,
-                correlation_id: correlation_id.clone(),
-                details: canonical_json(&e.details),
-                subject_id,
-                personal,
-                prev_hash: prev.clone(),
-                hash: String::new(),
-            };
-            ev.hash = ev.compute_hash();
-            prev.clone_from(&ev.hash);
-            stored.push(ev);
-        }
-        for chunk in stored.chunks(INSERT_CHUNK) {
-            let mut insert = Query::insert();
-            insert
-                .into_table(chain.tables.events)
-                .columns(std::iter::once(chain.tables.key).chain(EVENT_COLS));
-            for ev in chunk {
-                insert
-                    .values(event_values(chain.key, ev)?.into_iter().map(Expr::val))
-                    .map_err(|e| AuditError::Corrupt(e.to_string()))?;
-            }
-            tx.execute(&insert).await?;
-        }
-        tx.execute(
-            Query::update()
-                .table(chain.tables.heads)
-                .value("seq", seq)
-                .value("hash", unhex(&prev)?)
-                .and_where(Expr::col(chain.tables.key).eq(chain.key)),
-        )
-        .await?;
-        Ok(stored
-            .into_iter()
-            .map(|e| Receipt {
-                id: e.id,
-                seq: e.seq,
-                hash: e.hash,
-            })
-            .collect())
+        append_in(tx, scope.into(), events).await
     }
-
     /// Appends in a transaction of its own (for actions that are not a
     /// database change, such as a denied request).
     pub async fn record<'a>(
@@ -799,6 +698,115 @@ pub fn verify_export(
         ChainVerifier::new(header.chain, header.from_seq, header.anchor, checkpoints);
     verifier.feed_all(&events);
     Ok(verifier.finish(None, signer))
+}
+
+/// Appends `events` to the chain of `scope` inside `tx` (see [`AuditLog::append_batch`]).
+pub(crate) async fn append_in(
+    tx: &mut Tx,
+    scope: Scope<'_>,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<Receipt>, AuditError> {
+    for e in &events {
+        e.validate()?;
+    }
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chain = chain_of(scope);
+    if tx.scope() != chain.db_scope {
+        return Err(AuditError::ScopeMismatch(
+            "the transaction is not open for this chain",
+        ));
+    }
+    let (actor, correlation_id) = actor_of(scope);
+    let default_subject = match scope {
+        Scope::Tenant(ctx) => ctx.principal().user_id().map(|u| u.as_uuid()),
+        Scope::Platform(_) => None,
+    };
+    let (mut seq, mut prev) = lock_head(tx, &chain).await?;
+    let now = tx.now();
+    let mut keys: HashMap<Uuid, Vec<u8>> = HashMap::new();
+    let mut stored = Vec::with_capacity(events.len());
+    for e in events {
+        let (subject_id, personal) = if e.personal.is_empty() {
+            (None, None)
+        } else {
+            let Scope::Tenant(_) = scope else {
+                return Err(AuditError::Invalid(
+                    "the platform chain takes no personal data".into(),
+                ));
+            };
+            let subject = e
+                .subject
+                .or(default_subject)
+                .ok_or_else(|| AuditError::Invalid("personal data needs a data subject".into()))?;
+            let key = match keys.get(&subject) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = subject_key(tx, &chain, subject, now).await?;
+                    keys.insert(subject, k.clone());
+                    k
+                }
+            };
+            let plain = serde_json::to_vec(&e.personal)
+                .map_err(|_| AuditError::Invalid("unserializable personal data".into()))?;
+            if plain.len() > crate::event::MAX_PERSONAL_BYTES {
+                return Err(AuditError::Invalid("personal data is too large".into()));
+            }
+            (
+                Some(subject),
+                Some(hex::encode(crypto::seal(&key, &plain)?)),
+            )
+        };
+        seq += 1;
+        let mut ev = StoredEvent {
+            chain: chain.name.clone(),
+            seq,
+            id: Uuid::now_v7(),
+            occurred_at: now,
+            actor: actor.clone(),
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            correlation_id: correlation_id.clone(),
+            details: canonical_json(&e.details),
+            subject_id,
+            personal,
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        ev.hash = ev.compute_hash();
+        prev.clone_from(&ev.hash);
+        stored.push(ev);
+    }
+    for chunk in stored.chunks(INSERT_CHUNK) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(chain.tables.events)
+            .columns(std::iter::once(chain.tables.key).chain(EVENT_COLS));
+        for ev in chunk {
+            insert
+                .values(event_values(chain.key, ev)?.into_iter().map(Expr::val))
+                .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        }
+        tx.execute(&insert).await?;
+    }
+    tx.execute(
+        Query::update()
+            .table(chain.tables.heads)
+            .value("seq", seq)
+            .value("hash", unhex(&prev)?)
+            .and_where(Expr::col(chain.tables.key).eq(chain.key)),
+    )
+    .await?;
+    Ok(stored
+        .into_iter()
+        .map(|e| Receipt {
+            id: e.id,
+            seq: e.seq,
+            hash: e.hash,
+        })
+        .collect())
 }
 
 async fn lock_head(tx: &mut Tx, chain: &Chain) -> Result<(i64, String), AuditError> {

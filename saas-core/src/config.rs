@@ -177,6 +177,14 @@ impl TenantConfigs {
             Err(e) if is_unique_violation(&e) => return Err(conflict()),
             Err(e) => return Err(e),
         }
+        tx.record_change(crate::change::Change {
+            by: crate::change::ChangeBy::Tenant(ctx),
+            action: "tenant_config.update",
+            target_kind: "tenant_config",
+            target_id: Some(v.version.to_string()),
+            details: serde_json::json!({ "version": v.version }),
+        })
+        .await?;
         tx.commit().await?;
         Ok(v)
     }

@@ -556,6 +556,14 @@ impl JobStore {
                 e
             }
         })?;
+        tx.record_change(crate::change::Change {
+            by: crate::change::ChangeBy::Platform(pctx),
+            action: "job.replay",
+            target_kind: "job",
+            target_id: Some(id.to_string()),
+            details: serde_json::json!({}),
+        })
+        .await?;
         tx.commit().await
     }
 
@@ -898,7 +906,7 @@ impl JobHandler for TenantPurgeHandler {
         let pctx = PlatformContext::system(format!("scheduled purge of tenant {tenant}"));
         let mut tx = self.db.begin_platform(&pctx).await?;
         let now = tx.now();
-        match crate::tenant::purge_in(&mut tx, tenant, Some(now)).await {
+        match crate::tenant::purge_in(&mut tx, &pctx, tenant, Some(now)).await {
             Ok(true) => {
                 tx.commit().await?;
                 Ok(())

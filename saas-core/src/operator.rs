@@ -97,6 +97,14 @@ impl Operators {
                 .map_err(|e| CoreError::Internal(e.to_string()))?,
         )
         .await?;
+        tx.record_change(crate::change::Change {
+            by: crate::change::ChangeBy::Platform(pctx),
+            action: "operator.create",
+            target_kind: "operator",
+            target_id: Some(op.id.to_string()),
+            details: serde_json::json!({}),
+        })
+        .await?;
         tx.commit().await?;
         let token = IssuedToken(format!("{PREFIX}{}_{secret}", op.id.as_uuid().simple()));
         Ok((op, token))
@@ -157,6 +165,14 @@ impl Operators {
         if n == 0 {
             return Err(CoreError::NotFound { entity: "operator" });
         }
+        tx.record_change(crate::change::Change {
+            by: crate::change::ChangeBy::Platform(pctx),
+            action: "operator.revoke",
+            target_kind: "operator",
+            target_id: Some(id.to_string()),
+            details: serde_json::json!({}),
+        })
+        .await?;
         tx.commit().await
     }
 }

@@ -21,6 +21,7 @@ use sea_query::{Expr, ExprTrait, Order, Query};
 use serde::{Deserialize, Serialize};
 
 use crate::TenantContext;
+use crate::change::{Change, ChangeBy};
 use crate::context::PlatformContext;
 use crate::db::{Db, Row, Tx, is_unique_violation};
 use crate::error::CoreError;
@@ -407,6 +408,14 @@ impl Tenants {
             }
             Err(e) => return Err(e),
         }
+        tx.record_change(Change {
+            by: ChangeBy::Platform(pctx),
+            action: "tenant.create",
+            target_kind: "tenant",
+            target_id: Some(tenant.id.to_string()),
+            details: serde_json::json!({ "slug": tenant.slug, "tier": tenant.tier }),
+        })
+        .await?;
         tx.commit().await?;
         tracing::info!(tenant = %tenant.id, "tenant created");
         Ok(tenant)
@@ -500,6 +509,14 @@ impl Tenants {
                 .and_where(Expr::col("id").eq(id)),
         )
         .await?;
+        tx.record_change(Change {
+            by: ChangeBy::Platform(pctx),
+            action: "tenant.update",
+            target_kind: "tenant",
+            target_id: Some(id.to_string()),
+            details: serde_json::json!({ "name": t.name, "tier": t.tier }),
+        })
+        .await?;
         tx.commit().await?;
         Ok(t)
     }
@@ -548,6 +565,7 @@ impl Tenants {
         let due = tx.now() + grace;
         let mut t = transition_in(
             &mut tx,
+            pctx,
             id,
             &SCHEDULE_DELETION,
             Some("deletion scheduled".into()),
@@ -582,6 +600,7 @@ impl Tenants {
         let mut tx = self.db.begin_platform(pctx).await?;
         let t = transition_in(
             &mut tx,
+            pctx,
             id,
             &CANCEL_DELETION,
             Some("deletion cancelled".into()),
@@ -597,7 +616,7 @@ impl Tenants {
     /// CASCADE`, so one delete removes them all in one transaction.
     pub async fn purge(&self, pctx: &PlatformContext, id: TenantId) -> Result<(), CoreError> {
         let mut tx = self.db.begin_platform(pctx).await?;
-        purge_in(&mut tx, id, None).await?;
+        purge_in(&mut tx, pctx, id, None).await?;
         tx.commit().await
     }
 
@@ -609,7 +628,7 @@ impl Tenants {
         reason: Option<String>,
     ) -> Result<Tenant, CoreError> {
         let mut tx = self.db.begin_platform(pctx).await?;
-        let t = transition_in(&mut tx, id, step, reason).await?;
+        let t = transition_in(&mut tx, pctx, id, step, reason).await?;
         tx.commit().await?;
         Ok(t)
     }
@@ -618,27 +637,32 @@ impl Tenants {
 /// One step of the lifecycle state machine.
 struct Transition {
     action: &'static str,
+    audit_action: &'static str,
     from: &'static [TenantStatus],
     to: TenantStatus,
 }
 
 const ACTIVATE: Transition = Transition {
     action: "activate",
+    audit_action: "tenant.activate",
     from: &[TenantStatus::Provisioning],
     to: TenantStatus::Active,
 };
 const SUSPEND: Transition = Transition {
     action: "suspend",
+    audit_action: "tenant.suspend",
     from: &[TenantStatus::Active],
     to: TenantStatus::Suspended,
 };
 const REACTIVATE: Transition = Transition {
     action: "reactivate",
+    audit_action: "tenant.reactivate",
     from: &[TenantStatus::Suspended],
     to: TenantStatus::Active,
 };
 const SCHEDULE_DELETION: Transition = Transition {
     action: "schedule deletion of",
+    audit_action: "tenant.schedule_deletion",
     from: &[
         TenantStatus::Provisioning,
         TenantStatus::Active,
@@ -648,6 +672,7 @@ const SCHEDULE_DELETION: Transition = Transition {
 };
 const CANCEL_DELETION: Transition = Transition {
     action: "cancel deletion of",
+    audit_action: "tenant.cancel_deletion",
     from: &[TenantStatus::PendingDeletion],
     to: TenantStatus::Suspended,
 };
@@ -684,6 +709,7 @@ pub(crate) async fn load_opt(
 
 async fn transition_in(
     tx: &mut Tx,
+    pctx: &PlatformContext,
     id: TenantId,
     step: &Transition,
     reason: Option<String>,
@@ -711,6 +737,14 @@ async fn transition_in(
             .and_where(Expr::col("id").eq(id)),
     )
     .await?;
+    tx.record_change(Change {
+        by: ChangeBy::Platform(pctx),
+        action: step.audit_action,
+        target_kind: "tenant",
+        target_id: Some(id.to_string()),
+        details: serde_json::json!({ "status": step.to, "reason": t.status_reason }),
+    })
+    .await?;
     tracing::info!(tenant = %id, status = %step.to, "tenant lifecycle transition");
     Ok(t)
 }
@@ -719,6 +753,7 @@ async fn transition_in(
 /// by then (the purge job); returns whether it purged.
 pub(crate) async fn purge_in(
     tx: &mut Tx,
+    pctx: &PlatformContext,
     id: TenantId,
     due_by: Option<DateTime<Utc>>,
 ) -> Result<bool, CoreError> {
@@ -741,6 +776,14 @@ pub(crate) async fn purge_in(
             .from_table(TABLE)
             .and_where(Expr::col("id").eq(id)),
     )
+    .await?;
+    tx.record_change(Change {
+        by: ChangeBy::Platform(pctx),
+        action: "tenant.purge",
+        target_kind: "tenant",
+        target_id: Some(id.to_string()),
+        details: serde_json::json!({ "slug": t.slug }),
+    })
     .await?;
     tracing::info!(tenant = %id, "tenant purged");
     Ok(true)

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use sea_query::{Expr, ExprTrait, Order, Query};
 use serde::{Deserialize, Serialize};
 
+use crate::change::{Change, ChangeBy};
 use crate::context::TenantContext;
 use crate::db::{Db, Row, Tx};
 use crate::error::CoreError;
@@ -169,6 +170,14 @@ impl Workspaces {
                 .map_err(|e| CoreError::Internal(e.to_string()))?,
         )
         .await?;
+        tx.record_change(Change {
+            by: ChangeBy::Tenant(ctx),
+            action: "workspace.create",
+            target_kind: "workspace",
+            target_id: Some(ws.id.to_string()),
+            details: serde_json::json!({ "parent_id": ws.parent_id }),
+        })
+        .await?;
         tx.commit().await?;
         Ok(ws)
     }
@@ -259,6 +268,14 @@ impl Workspaces {
                 .and_where(Expr::col("id").eq(id)),
         )
         .await?;
+        tx.record_change(Change {
+            by: ChangeBy::Tenant(ctx),
+            action: "workspace.update",
+            target_kind: "workspace",
+            target_id: Some(id.to_string()),
+            details: serde_json::json!({ "parent_id": ws.parent_id }),
+        })
+        .await?;
         tx.commit().await?;
         Ok(ws)
     }
@@ -296,6 +313,14 @@ impl Workspaces {
                 entity: "workspace",
             });
         }
+        tx.record_change(Change {
+            by: ChangeBy::Tenant(ctx),
+            action: "workspace.delete",
+            target_kind: "workspace",
+            target_id: Some(id.to_string()),
+            details: serde_json::json!({}),
+        })
+        .await?;
         tx.commit().await
     }
 }

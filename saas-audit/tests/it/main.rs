@@ -9,6 +9,7 @@
 )]
 
 mod chain;
+mod changes;
 mod erasure;
 mod export;
 mod tamper;

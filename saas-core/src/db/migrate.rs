@@ -117,6 +117,7 @@ async fn runner_db(db: &Db) -> Result<(Db, bool), CoreError> {
             let runner = Db {
                 inner: Arc::new(super::Inner {
                     pool: Pool::Postgres(pool),
+                    recorder: std::sync::OnceLock::new(),
                     admin: None,
                     clock: Arc::clone(&db.inner.clock),
                 }),

@@ -80,6 +80,7 @@ enum Pool {
 
 struct Inner {
     pool: Pool,
+    recorder: std::sync::OnceLock<Arc<dyn crate::change::ChangeRecorder>>,
     /// PostgreSQL: how migrations connect (as the owner, without `SET ROLE`).
     admin: Option<PgConnectOptions>,
     clock: Arc<dyn Clock>,
@@ -163,6 +164,7 @@ impl Db {
             Ok(Self {
                 inner: Arc::new(Inner {
                     pool: Pool::Postgres(pool),
+                    recorder: std::sync::OnceLock::new(),
                     admin: Some(admin),
                     clock,
                 }),
@@ -187,6 +189,7 @@ impl Db {
             Ok(Self {
                 inner: Arc::new(Inner {
                     pool: Pool::Sqlite(pool),
+                    recorder: std::sync::OnceLock::new(),
                     admin: None,
                     clock,
                 }),
@@ -211,6 +214,18 @@ impl Db {
     #[must_use]
     pub fn clock(&self) -> &dyn Clock {
         self.inner.clock.as_ref()
+    }
+
+    /// Installs the recorder every repository reports its changes to (once;
+    /// shared by every clone of this `Db`).
+    pub fn set_change_recorder(
+        &self,
+        recorder: Arc<dyn crate::change::ChangeRecorder>,
+    ) -> Result<(), CoreError> {
+        self.inner
+            .recorder
+            .set(recorder)
+            .map_err(|_| CoreError::Config("a change recorder is already installed".into()))
     }
 
     /// Opens a read-write transaction confined to `ctx`'s tenant.
@@ -261,6 +276,7 @@ impl Db {
             conn,
             scope,
             clock: Arc::clone(&self.inner.clock),
+            recorder: self.inner.recorder.get().cloned(),
         })
     }
 
@@ -348,6 +364,7 @@ pub struct Tx {
     conn: TxConn,
     scope: Scope,
     clock: Arc<dyn Clock>,
+    recorder: Option<Arc<dyn crate::change::ChangeRecorder>>,
 }
 
 impl fmt::Debug for Tx {
@@ -492,6 +509,18 @@ impl Tx {
                     .map(|r| Row(RowInner::Sqlite(r)))
             }
         })
+    }
+
+    /// Reports a change to the installed [`ChangeRecorder`](crate::change::ChangeRecorder),
+    /// inside this transaction (a no-op when none is installed).
+    pub async fn record_change(
+        &mut self,
+        change: crate::change::Change<'_>,
+    ) -> Result<(), CoreError> {
+        match self.recorder.clone() {
+            Some(r) => r.record(self, &change).await,
+            None => Ok(()),
+        }
     }
 
     /// Commits the unit of work.
