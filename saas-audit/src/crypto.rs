@@ -74,6 +74,16 @@ impl CheckpointSigner {
         })
     }
 
+    /// A signer with a fresh random key (for tests, or a process that keeps no
+    /// checkpoints across restarts).
+    #[must_use]
+    pub fn random(key_id: impl Into<String>) -> Self {
+        Self {
+            key_id: key_id.into(),
+            key: new_key(),
+        }
+    }
+
     /// The key's name.
     #[must_use]
     pub fn key_id(&self) -> &str {

@@ -43,13 +43,34 @@ struct Inner {
     configs: TenantConfigs,
     operators: Operators,
     jobs: JobStore,
+    audit: saas_audit::AuditLog,
     resolver: PlatformContext,
 }
 
 impl AppState {
-    /// State over a migrated database.
+    /// State over a migrated database. Installs the audit recorder on `db`, so
+    /// every change the repositories make is audited in its own transaction.
+    /// Without `config.audit_key` checkpoints are signed with a random key
+    /// that lives as long as the process (use [`crate::prepare`] to persist one).
     #[must_use]
     pub fn new(db: Db, config: Config) -> Self {
+        if db
+            .set_change_recorder(Arc::new(saas_audit::ChangeAuditor))
+            .is_err()
+        {
+            tracing::debug!("change recorder already installed");
+        }
+        let signer = config
+            .audit_key
+            .as_deref()
+            .and_then(|k| hex::decode(k).ok())
+            .and_then(|k| saas_audit::CheckpointSigner::new("server", &k).ok())
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    "no usable audit checkpoint key configured; using a key for this process only"
+                );
+                saas_audit::CheckpointSigner::random("server")
+            });
         Self {
             inner: Arc::new(Inner {
                 tenants: Tenants::new(db.clone()),
@@ -57,6 +78,7 @@ impl AppState {
                 configs: TenantConfigs::new(db.clone()),
                 operators: Operators::new(db.clone()),
                 jobs: JobStore::new(db.clone()),
+                audit: saas_audit::AuditLog::new(db.clone(), signer),
                 resolver: PlatformContext::system("request tenant resolution"),
                 db,
                 config,
@@ -85,6 +107,11 @@ impl AppState {
     #[must_use]
     pub fn operators(&self) -> &Operators {
         &self.inner.operators
+    }
+    /// The audit log.
+    #[must_use]
+    pub fn audit(&self) -> &saas_audit::AuditLog {
+        &self.inner.audit
     }
     pub(crate) fn jobs(&self) -> &JobStore {
         &self.inner.jobs

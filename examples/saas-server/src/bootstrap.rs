@@ -86,3 +86,30 @@ pub async fn bootstrap_if_empty(
         tenant_slug: tenant.slug,
     }))
 }
+
+/// The audit checkpoint key kept in `<data_dir>/audit-checkpoint.key` (hex,
+/// mode 0600), created on first use. Replicas on PostgreSQL should share a key
+/// through `SAAS_AUDIT_KEY` instead.
+pub fn audit_key(data_dir: &Path) -> Result<String, BootstrapError> {
+    let path = data_dir.join("audit-checkpoint.key");
+    let io = |source| BootstrapError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(k) => return Ok(k.trim().to_owned()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    let hexed = hex::encode(key);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts.open(&path).map_err(io)?;
+    writeln!(file, "{hexed}").map_err(io)?;
+    Ok(hexed)
+}

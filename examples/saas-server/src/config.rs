@@ -12,6 +12,8 @@
 //! | `SAAS_BODY_LIMIT` | `1048576` | largest request body in bytes |
 //! | `SAAS_REQUEST_TIMEOUT_SECS` | `30` | per-request timeout |
 //! | `SAAS_LOG` | `info` | log filter (tracing `EnvFilter` syntax) |
+//! | `SAAS_AUDIT_KEY` | generated into `<data_dir>/audit-checkpoint.key` | hex, at least 32 bytes: signs audit checkpoints (set the same key on every replica) |
+//! | `SAAS_AUDIT_CHECKPOINT_SECS` | `300` | how often every audit chain head is signed |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// The server's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listen address.
@@ -42,6 +44,22 @@ pub struct Config {
     pub log: String,
     /// Slug of the tenant created on first start.
     pub bootstrap_tenant: String,
+    /// Hex key signing audit checkpoints (at least 32 bytes).
+    pub audit_key: Option<String>,
+    /// Seconds between audit checkpoints.
+    pub audit_checkpoint_secs: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("base_domain", &self.base_domain)
+            .field("body_limit", &self.body_limit)
+            .field("audit_key", &self.audit_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -57,6 +75,8 @@ impl Default for Config {
             request_timeout_secs: 30,
             log: "info".into(),
             bootstrap_tenant: "default".into(),
+            audit_key: None,
+            audit_checkpoint_secs: 300,
         }
     }
 }
@@ -137,6 +157,15 @@ impl Config {
         }
         if let Some(v) = env("SAAS_LOG") {
             cfg.log = v;
+        }
+        if let Some(v) = env("SAAS_AUDIT_KEY") {
+            cfg.audit_key = Some(v);
+        }
+        if let Some(v) = env("SAAS_AUDIT_CHECKPOINT_SECS") {
+            cfg.audit_checkpoint_secs = v.parse().map_err(|_| ConfigError::Env {
+                name: "SAAS_AUDIT_CHECKPOINT_SECS",
+                message: "expected a number of seconds".into(),
+            })?;
         }
         Ok(cfg)
     }

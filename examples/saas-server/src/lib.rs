@@ -26,7 +26,7 @@ pub use config::Config;
 /// Every migration set the server applies, in order.
 #[must_use]
 pub fn migration_sets() -> Vec<MigrationSet> {
-    vec![saas_core::migrations()]
+    vec![saas_core::migrations(), saas_audit::migrations()]
 }
 
 /// The server failed to start or run.
@@ -51,7 +51,39 @@ pub async fn prepare(cfg: &Config) -> Result<AppState, ServerError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let db = Db::connect(cfg.db_config()).await?;
     saas_core::db::migrate(&db, &migration_sets()).await?;
-    Ok(AppState::new(db, cfg.clone()))
+    let mut cfg = cfg.clone();
+    if cfg.audit_key.is_none() {
+        cfg.audit_key = Some(bootstrap::audit_key(&cfg.data_dir)?);
+    }
+    Ok(AppState::new(db, cfg))
+}
+
+/// Signs the head of the platform chain and of every tenant chain.
+pub async fn checkpoint_all(state: &AppState) -> Result<usize, ServerError> {
+    let p = saas_core::PlatformContext::system("periodic audit checkpoint");
+    let audit = state.audit();
+    let mut signed = usize::from(audit.checkpoint(&p).await.map_err(audit_err)?.is_some());
+    let tenants = saas_core::tenant::Tenants::new(state.db().clone());
+    let mut after = None;
+    loop {
+        let page = tenants.list(&p, after, 500).await?;
+        for t in &page {
+            let ctx = p.act_in(t.id);
+            signed += usize::from(audit.checkpoint(&ctx).await.map_err(audit_err)?.is_some());
+        }
+        match page.last() {
+            Some(t) if page.len() == 500 => after = Some(t.id),
+            _ => break,
+        }
+    }
+    Ok(signed)
+}
+
+fn audit_err(e: saas_audit::AuditError) -> ServerError {
+    match e {
+        saas_audit::AuditError::Core(c) => ServerError::Core(c),
+        other => ServerError::Core(CoreError::Internal(other.to_string())),
+    }
 }
 
 /// The job worker the server runs, with the handlers it knows.
@@ -75,6 +107,26 @@ pub async fn serve(
         async move { worker.run(rx).await }
     });
     let db = state.db().clone();
+    let checkpoints = tokio::spawn({
+        let state = state.clone();
+        let mut rx = stop_rx.clone();
+        let every = std::time::Duration::from_secs(state.config().audit_checkpoint_secs.max(1));
+        async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = rx.wait_for(|stop| *stop) => break,
+                }
+                if let Err(e) = checkpoint_all(&state).await {
+                    tracing::warn!(error = %e, "audit checkpoint failed");
+                }
+            }
+            // One last checkpoint on the way out.
+            if let Err(e) = checkpoint_all(&state).await {
+                tracing::warn!(error = %e, "final audit checkpoint failed");
+            }
+        }
+    });
     let app = router(state);
     let mut serve_rx = stop_rx;
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -88,6 +140,7 @@ pub async fn serve(
     let result = serve.await;
     trigger.abort();
     let _ = worker_task.await;
+    let _ = checkpoints.await;
     db.close().await;
     tracing::info!("server stopped");
     Ok(result?)

@@ -1,5 +1,6 @@
 //! HTTP handlers, grouped by who may call them.
 
+pub(crate) mod audit;
 pub(crate) mod ops;
 pub(crate) mod platform;
 pub(crate) mod tenant;

@@ -30,6 +30,19 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/tenants/{id}/cancel-deletion", post(cancel_deletion))
         .route("/api/jobs/dead", get(dead_jobs))
         .route("/api/jobs/dead/{id}/replay", post(replay))
+        .route("/api/platform/audit-logs", get(super::audit::platform_list))
+        .route(
+            "/api/platform/audit-logs/export",
+            get(super::audit::platform_export),
+        )
+        .route(
+            "/api/platform/audit-logs/verify",
+            get(super::audit::platform_verify),
+        )
+        .route(
+            "/api/platform/audit-logs/checkpoint",
+            post(super::audit::platform_checkpoint),
+        )
 }
 
 /// A tenant with its tier's limits and features.

@@ -28,6 +28,9 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         )
         .route("/api/config", get(config).put(put_config))
         .route("/api/config/history", get(config_history))
+        .route("/api/audit-logs", get(super::audit::tenant_list))
+        .route("/api/audit-logs/export", get(super::audit::tenant_export))
+        .route("/api/audit-logs/verify", get(super::audit::tenant_verify))
         .route_layer(middleware::from_fn_with_state(state, tenant_scope))
 }
 

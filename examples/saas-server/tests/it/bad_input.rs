@@ -16,6 +16,8 @@ async fn workspace_count(h: &Harness, tenant: &str) -> usize {
 }
 
 both_backends! {
+    migrations = saas_server::migration_sets();
+
     async fn malformed_json_is_a_400_problem_and_writes_nothing(t) {
         let h = Harness::new(t).await;
         let tenant = h.tenant("acme").await;

@@ -29,10 +29,15 @@ fn tenant_routes() -> Vec<(Method, &'static str, Option<Value>)> {
             Some(json!({"config": {"a": 1}})),
         ),
         (Method::GET, "/api/config/history", None),
+        (Method::GET, "/api/audit-logs", None),
+        (Method::GET, "/api/audit-logs/export", None),
+        (Method::GET, "/api/audit-logs/verify", None),
     ]
 }
 
 both_backends! {
+    migrations = saas_server::migration_sets();
+
     async fn a_suspended_tenant_is_refused_on_every_tenant_route_and_keeps_its_data(t) {
         let h = Harness::new(t).await;
         let tenant = h.tenant("acme").await;

@@ -9,6 +9,7 @@
     reason = "test helpers fail the test loudly"
 )]
 
+mod audit;
 mod bad_input;
 mod e2e;
 mod lifecycle;

@@ -7,6 +7,8 @@ use serde_json::json;
 use crate::Harness;
 
 both_backends! {
+    migrations = saas_server::migration_sets();
+
     async fn a_caller_in_tenant_a_reaches_nothing_of_tenant_b(t) {
         let h = Harness::new(t).await;
         let a = h.tenant("alpha").await;

@@ -1,0 +1,89 @@
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use saas_server::Config;
+use saas_test_support::both_backends;
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::Harness;
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+async fn raw_get(h: &Harness, path: &str, tenant: Option<&str>) -> (StatusCode, String) {
+    let mut req = Request::get(path).header("authorization", format!("Bearer {}", h.token));
+    if let Some(t) = tenant {
+        req = req.header("x-tenant-id", t);
+    }
+    let res = h
+        .app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    (
+        status,
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap(),
+    )
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn every_change_is_in_the_audit_log_and_the_export_verifies_with_platformctl(t) {
+        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), ..Config::default() }).await;
+        let a = h.tenant("alpha").await;
+        let b = h.tenant("bravo").await;
+        let ws = h.call(Method::POST, "/api/workspaces", Some(&a), Some(json!({"name": "Product"}))).await.body["id"].as_str().unwrap().to_string();
+        h.call(Method::PATCH, &format!("/api/workspaces/{ws}"), Some(&a), Some(json!({"name": "Product 2"}))).await;
+        h.call(Method::POST, "/api/workspaces", Some(&b), Some(json!({"name": "B's"}))).await;
+        h.call(Method::POST, &format!("/api/tenants/{b}/suspend"), None, Some(json!({"reason": "test"}))).await;
+
+        let logs = h.call(Method::GET, "/api/audit-logs", Some(&a), None).await;
+        let records = logs.body["records"].as_array().unwrap();
+        let actions: Vec<&str> = records.iter().map(|r| r["action"].as_str().unwrap()).collect();
+        assert_eq!(actions, ["workspace.update", "workspace.create"], "A sees only its own events");
+        assert_eq!(records[0]["actor"]["kind"], "operator");
+        assert_eq!(records[0]["target"]["id"], ws.as_str());
+        let filtered = h.call(Method::GET, "/api/audit-logs?action=workspace.create&limit=5", Some(&a), None).await;
+        assert_eq!(filtered.body["records"].as_array().unwrap().len(), 1);
+        h.call(Method::GET, "/api/audit-logs?outcome=exploded", Some(&a), None).await.assert_problem(StatusCode::BAD_REQUEST, "invalid_query");
+
+        let platform = h.call(Method::GET, "/api/platform/audit-logs", None, None).await;
+        let p_actions: Vec<&str> = platform.body["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+        assert!(p_actions.contains(&"tenant.create") && p_actions.contains(&"tenant.suspend"), "{p_actions:?}");
+        let verify = h.call(Method::GET, "/api/audit-logs/verify", Some(&a), None).await;
+        assert_eq!(verify.body["problem"], serde_json::Value::Null, "{}", verify.body);
+        assert_eq!(h.call(Method::GET, "/api/platform/audit-logs/verify", None, None).await.body["problem"], serde_json::Value::Null);
+        assert_eq!(h.call(Method::POST, "/api/platform/audit-logs/checkpoint", None, None).await.status, StatusCode::OK);
+
+        let (status, export) = raw_get(&h, "/api/audit-logs/export", Some(&a)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!export.contains(&b), "the export of A names nothing of B");
+        assert!(export.lines().last().unwrap().contains("\"checkpoint\""));
+        let dir = std::env::temp_dir().join(format!("saas-export-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.jsonl");
+        std::fs::write(&good, &export).unwrap();
+        let bad = dir.join("bad.jsonl");
+        std::fs::write(&bad, export.replacen("Product", "Pwned", 1).replacen("workspace.update", "workspace.delete", 1)).unwrap();
+        let run = |file: &std::path::Path, key: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_platformctl"))
+                .args(["audit", "verify", file.to_str().unwrap(), "--key-hex", key])
+                .env_remove("SAAS_AUDIT_KEY")
+                .output()
+                .unwrap()
+        };
+        let ok = run(&good, KEY);
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("\"problem\": null"));
+        assert_eq!(run(&bad, KEY).status.code(), Some(1));
+        let wrong_key = run(&good, &"11".repeat(32));
+        assert_eq!(wrong_key.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&wrong_key.stdout).contains("bad_checkpoint_signature"));
+        let usage = std::process::Command::new(env!("CARGO_BIN_EXE_platformctl")).arg("nonsense").output().unwrap();
+        assert_eq!(usage.status.code(), Some(2));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
