@@ -13,7 +13,7 @@ pub use crypto::CheckpointSigner;
 pub use error::AuditError;
 pub use event::{Actor, AuditEvent, Outcome, PersonalData, StoredEvent, Target};
 pub use recorder::ChangeAuditor;
-pub use sink::{AuditSink, FanOut, JsonLinesSink, TracingSink};
+pub use sink::{AuditForwarder, AuditSink, FanOut, JsonLinesSink, TracingSink};
 pub use store::{
     AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, Receipt, Scope, verify_export,
 };
@@ -21,12 +21,20 @@ pub use verify::{ChainProblem, Checkpoint, VerifyReport, verify_events};
 
 use saas_core::db::{Migration, MigrationSet};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit",
-    postgres: include_str!("../migrations/postgres/0001_audit.sql"),
-    sqlite: include_str!("../migrations/sqlite/0001_audit.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit",
+        postgres: include_str!("../migrations/postgres/0001_audit.sql"),
+        sqlite: include_str!("../migrations/sqlite/0001_audit.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sink_cursors",
+        postgres: include_str!("../migrations/postgres/0002_sink_cursors.sql"),
+        sqlite: include_str!("../migrations/sqlite/0002_sink_cursors.sql"),
+    },
+];
 
 /// saas-audit's migrations; run them after saas-core's.
 #[must_use]

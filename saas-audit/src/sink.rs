@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::AuditError;
-use crate::store::AuditRecord;
+use crate::store::{AuditLog, AuditRecord, Scope};
 
 /// Receives stored audit records (at least once, in chain order).
 #[async_trait::async_trait]
@@ -107,5 +107,53 @@ impl AuditSink for TracingSink {
             "audit event"
         );
         Ok(())
+    }
+}
+
+/// Feeds one sink from the stored log, chain by chain, at least once and in
+/// order, remembering how far it got in the database. Run it periodically (the
+/// reference server does): a sink that fails is retried from where it stopped.
+#[derive(Debug, Clone)]
+pub struct AuditForwarder {
+    log: AuditLog,
+    name: String,
+    sink: Arc<dyn AuditSink>,
+}
+
+/// Events read per round trip while forwarding.
+const FORWARD_BATCH: u64 = 500;
+
+impl AuditForwarder {
+    /// A forwarder feeding `sink`, whose progress is stored under `name`.
+    pub fn new(log: AuditLog, name: impl Into<String>, sink: Arc<dyn AuditSink>) -> Self {
+        Self {
+            log,
+            name: name.into(),
+            sink,
+        }
+    }
+
+    /// Delivers every event of the chain the sink has not received yet;
+    /// returns how many it delivered. On a sink error the cursor stays at the
+    /// last fully delivered batch, so nothing is skipped.
+    pub async fn forward<'a>(&self, scope: impl Into<Scope<'a>>) -> Result<u64, AuditError> {
+        let scope = scope.into();
+        let mut delivered = 0;
+        loop {
+            let after = self.log.sink_cursor(scope, &self.name).await?;
+            let batch = self.log.events_after(scope, after, FORWARD_BATCH).await?;
+            let Some(last) = batch.last().map(|r| r.event.seq) else {
+                break;
+            };
+            for record in &batch {
+                self.sink.deliver(record).await?;
+            }
+            self.log.set_sink_cursor(scope, &self.name, last).await?;
+            delivered += batch.len() as u64;
+            if (batch.len() as u64) < FORWARD_BATCH {
+                break;
+            }
+        }
+        Ok(delivered)
     }
 }

@@ -60,6 +60,7 @@ const PLATFORM: Tables = Tables {
     key: "chain_id",
 };
 const KEYS: &str = "audit_subject_keys";
+const CURSORS: &str = "audit_sink_cursors";
 
 const EVENT_COLS: [&str; 16] = [
     "seq",
@@ -274,6 +275,95 @@ impl AuditLog {
             Scope::Tenant(ctx) => self.db.read(ctx).await?,
             Scope::Platform(p) => self.db.begin_platform(p).await?,
         })
+    }
+
+    /// Up to `limit` events after position `after`, oldest first, without
+    /// their personal data (for feeding sinks).
+    pub(crate) async fn events_after(
+        &self,
+        scope: Scope<'_>,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let chain = chain_of(scope);
+        let mut tx = self.read(scope).await?;
+        let rows = tx
+            .fetch_all(
+                Query::select()
+                    .columns(EVENT_COLS)
+                    .from(chain.tables.events)
+                    .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                    .and_where(Expr::col("seq").gt(after))
+                    .order_by("seq", Order::Asc)
+                    .limit(limit),
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let event = event_from_row(&chain.name, r)?;
+                let personal_erased = false;
+                Ok(AuditRecord {
+                    event,
+                    personal_data: None,
+                    personal_erased,
+                })
+            })
+            .collect()
+    }
+
+    /// The last position `sink` received from this chain (0 if none).
+    pub(crate) async fn sink_cursor(
+        &self,
+        scope: Scope<'_>,
+        sink: &str,
+    ) -> Result<i64, AuditError> {
+        let chain = chain_of(scope);
+        let mut tx = self.read(scope).await?;
+        let row = tx
+            .fetch_optional(
+                Query::select()
+                    .column("last_seq")
+                    .from(CURSORS)
+                    .and_where(Expr::col("sink").eq(sink))
+                    .and_where(Expr::col("chain_id").eq(chain.key)),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row
+            .map(|r| r.get::<i64>("last_seq"))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Records that `sink` has received this chain up to `seq`.
+    pub(crate) async fn set_sink_cursor(
+        &self,
+        scope: Scope<'_>,
+        sink: &str,
+        seq: i64,
+    ) -> Result<(), AuditError> {
+        let chain = chain_of(scope);
+        let tenant = match scope {
+            Scope::Tenant(ctx) => Some(ctx.tenant().as_uuid()),
+            Scope::Platform(_) => None,
+        };
+        let mut tx = self.begin(scope).await?;
+        tx.execute(
+            Query::insert()
+                .into_table(CURSORS)
+                .columns(["sink", "chain_id", "tenant_id", "last_seq"])
+                .values([sink.into(), chain.key.into(), tenant.into(), seq.into()])
+                .map_err(|e| AuditError::Corrupt(e.to_string()))?
+                .on_conflict(
+                    OnConflict::columns(["sink", "chain_id"])
+                        .update_column("last_seq")
+                        .to_owned(),
+                ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Events matching `q`, newest first, with keyset pagination.

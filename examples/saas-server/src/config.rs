@@ -14,6 +14,7 @@
 //! | `SAAS_LOG` | `info` | log filter (tracing `EnvFilter` syntax) |
 //! | `SAAS_AUDIT_KEY` | generated into `<data_dir>/audit-checkpoint.key` | hex, at least 32 bytes: signs audit checkpoints (set the same key on every replica) |
 //! | `SAAS_AUDIT_CHECKPOINT_SECS` | `300` | how often every audit chain head is signed |
+//! | `SAAS_AUDIT_JSONL` | none | file the audit log is shipped to as JSON lines (fed from the stored log every 5 seconds) |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ pub struct Config {
     pub audit_key: Option<String>,
     /// Seconds between audit checkpoints.
     pub audit_checkpoint_secs: u64,
+    /// JSON-lines file the audit log is shipped to.
+    pub audit_jsonl: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             bootstrap_tenant: "default".into(),
             audit_key: None,
             audit_checkpoint_secs: 300,
+            audit_jsonl: None,
         }
     }
 }
@@ -160,6 +164,9 @@ impl Config {
         }
         if let Some(v) = env("SAAS_AUDIT_KEY") {
             cfg.audit_key = Some(v);
+        }
+        if let Some(v) = env("SAAS_AUDIT_JSONL") {
+            cfg.audit_jsonl = Some(PathBuf::from(v));
         }
         if let Some(v) = env("SAAS_AUDIT_CHECKPOINT_SECS") {
             cfg.audit_checkpoint_secs = v.parse().map_err(|_| ConfigError::Env {

@@ -60,23 +60,45 @@ pub async fn prepare(cfg: &Config) -> Result<AppState, ServerError> {
 
 /// Signs the head of the platform chain and of every tenant chain.
 pub async fn checkpoint_all(state: &AppState) -> Result<usize, ServerError> {
-    let p = saas_core::PlatformContext::system("periodic audit checkpoint");
+    let (p, tenants) = chains(state).await?;
     let audit = state.audit();
     let mut signed = usize::from(audit.checkpoint(&p).await.map_err(audit_err)?.is_some());
+    for ctx in &tenants {
+        signed += usize::from(audit.checkpoint(ctx).await.map_err(audit_err)?.is_some());
+    }
+    Ok(signed)
+}
+
+/// Feeds `forwarder`'s sink every audit event it has not received yet.
+pub async fn forward_all(
+    state: &AppState,
+    forwarder: &saas_audit::AuditForwarder,
+) -> Result<u64, ServerError> {
+    let (p, tenants) = chains(state).await?;
+    let mut delivered = forwarder.forward(&p).await.map_err(audit_err)?;
+    for ctx in &tenants {
+        delivered += forwarder.forward(ctx).await.map_err(audit_err)?;
+    }
+    Ok(delivered)
+}
+
+/// The platform context and a system context in every tenant, for audit maintenance.
+async fn chains(
+    state: &AppState,
+) -> Result<(saas_core::PlatformContext, Vec<saas_core::TenantContext>), ServerError> {
+    let p = saas_core::PlatformContext::system("audit maintenance");
     let tenants = saas_core::tenant::Tenants::new(state.db().clone());
+    let mut out = Vec::new();
     let mut after = None;
     loop {
         let page = tenants.list(&p, after, 500).await?;
-        for t in &page {
-            let ctx = p.act_in(t.id);
-            signed += usize::from(audit.checkpoint(&ctx).await.map_err(audit_err)?.is_some());
-        }
+        out.extend(page.iter().map(|t| p.act_in(t.id)));
         match page.last() {
             Some(t) if page.len() == 500 => after = Some(t.id),
             _ => break,
         }
     }
-    Ok(signed)
+    Ok((p, out))
 }
 
 fn audit_err(e: saas_audit::AuditError) -> ServerError {
@@ -107,26 +129,7 @@ pub async fn serve(
         async move { worker.run(rx).await }
     });
     let db = state.db().clone();
-    let checkpoints = tokio::spawn({
-        let state = state.clone();
-        let mut rx = stop_rx.clone();
-        let every = std::time::Duration::from_secs(state.config().audit_checkpoint_secs.max(1));
-        async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    _ = rx.wait_for(|stop| *stop) => break,
-                }
-                if let Err(e) = checkpoint_all(&state).await {
-                    tracing::warn!(error = %e, "audit checkpoint failed");
-                }
-            }
-            // One last checkpoint on the way out.
-            if let Err(e) = checkpoint_all(&state).await {
-                tracing::warn!(error = %e, "final audit checkpoint failed");
-            }
-        }
-    });
+    let checkpoints = tokio::spawn(audit_maintenance(state.clone(), stop_rx.clone()));
     let app = router(state);
     let mut serve_rx = stop_rx;
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -144,6 +147,41 @@ pub async fn serve(
     db.close().await;
     tracing::info!("server stopped");
     Ok(result?)
+}
+
+/// Every few seconds: ships new audit events to the configured sink; every
+/// `audit_checkpoint_secs`: signs every chain head. Both once more on shutdown.
+async fn audit_maintenance(state: AppState, mut stop: watch::Receiver<bool>) {
+    let forwarder = state.config().audit_jsonl.clone().map(|path| {
+        saas_audit::AuditForwarder::new(
+            state.audit().clone(),
+            "jsonl",
+            Arc::new(saas_audit::JsonLinesSink::new(path)),
+        )
+    });
+    let every = std::time::Duration::from_secs(state.config().audit_checkpoint_secs.max(1));
+    let tick = std::time::Duration::from_secs(5).min(every);
+    let mut last_checkpoint = tokio::time::Instant::now();
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(tick) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if let Some(f) = &forwarder
+            && let Err(e) = forward_all(&state, f).await
+        {
+            tracing::warn!(error = %e, "audit forwarding failed; it resumes from the stored log");
+        }
+        if stopping || last_checkpoint.elapsed() >= every {
+            last_checkpoint = tokio::time::Instant::now();
+            if let Err(e) = checkpoint_all(&state).await {
+                tracing::warn!(error = %e, "audit checkpoint failed");
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -12,6 +12,7 @@ mod chain;
 mod changes;
 mod erasure;
 mod export;
+mod sinks;
 mod tamper;
 
 use saas_audit::{AuditEvent, AuditLog, CheckpointSigner, Target};
