@@ -15,7 +15,8 @@ pub use event::{Actor, AuditEvent, Outcome, PersonalData, StoredEvent, Target};
 pub use recorder::ChangeAuditor;
 pub use sink::{AuditForwarder, AuditSink, FanOut, JsonLinesSink, TracingSink};
 pub use store::{
-    AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, Receipt, Scope, verify_export,
+    AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, PruneReport, Receipt, Scope,
+    verify_export,
 };
 pub use verify::{ChainProblem, Checkpoint, VerifyReport, verify_events};
 
@@ -33,6 +34,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "sink_cursors",
         postgres: include_str!("../migrations/postgres/0002_sink_cursors.sql"),
         sqlite: include_str!("../migrations/sqlite/0002_sink_cursors.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "retention",
+        postgres: include_str!("../migrations/postgres/0003_retention.sql"),
+        sqlite: include_str!("../migrations/sqlite/0003_retention.sql"),
     },
 ];
 

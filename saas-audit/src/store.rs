@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
-use saas_core::db::sea_query::{Expr, ExprTrait, LockType, OnConflict, Order, Query, Value};
+use saas_core::db::Backend;
+use saas_core::db::sea_query::{Expr, ExprTrait, Func, LockType, OnConflict, Order, Query, Value};
 use saas_core::db::{Db, Row, Scope as DbScope, Tx};
 use saas_core::{PlatformContext, TenantContext};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use uuid::Uuid;
 
 use crate::crypto::{self, CheckpointSigner};
@@ -61,6 +63,9 @@ const PLATFORM: Tables = Tables {
 };
 const KEYS: &str = "audit_subject_keys";
 const CURSORS: &str = "audit_sink_cursors";
+const PRUNES: &str = "audit_prunes";
+/// The action a prune records in the chain.
+pub(crate) const PRUNE_ACTION: &str = "audit.pruned";
 
 const EVENT_COLS: [&str; 16] = [
     "seq",
@@ -178,6 +183,17 @@ pub struct AuditPage {
     pub records: Vec<AuditRecord>,
     /// Pass as `before_seq` for the next page; `None` at the end.
     pub next_before_seq: Option<i64>,
+}
+
+/// What a prune archived and deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// The last position archived and deleted.
+    pub up_to_seq: i64,
+    /// How many events the archive holds.
+    pub events: u64,
+    /// SHA-256 of the archive (hex), recorded in the chain.
+    pub archive_sha256: String,
 }
 
 /// What an export wrote.
@@ -604,23 +620,7 @@ impl AuditLog {
             .map(|r| r.get::<i64>("seq"))
             .transpose()?;
         let checkpoints = load_checkpoints(&mut tx, &chain).await?;
-        let anchor = if from_seq == 1 {
-            hex::encode(GENESIS)
-        } else {
-            let row = tx
-                .fetch_optional(
-                    Query::select()
-                        .column("hash")
-                        .from(chain.tables.events)
-                        .and_where(Expr::col(chain.tables.key).eq(chain.key))
-                        .and_where(Expr::col("seq").eq(from_seq - 1)),
-                )
-                .await?;
-            match row {
-                Some(r) => hex::encode(r.get::<Vec<u8>>("hash")?),
-                None => hex::encode(GENESIS),
-            }
-        };
+        let (from_seq, anchor, prune) = chain_start(&mut tx, &chain, from_seq).await?;
         let mut verifier = ChainVerifier::new(chain.name.clone(), from_seq, anchor, checkpoints);
         let mut after = from_seq - 1;
         loop {
@@ -648,8 +648,155 @@ impl AuditLog {
                 break;
             }
         }
+        let recorded = match &prune {
+            Some(p) => prune_is_recorded(&mut tx, &chain, p).await?,
+            None => true,
+        };
         tx.commit().await?;
-        Ok(verifier.finish(head, Some(&self.signer)))
+        let mut report = verifier.finish(head, Some(&self.signer));
+        if let (Some(p), false, None) = (&prune, recorded, &report.problem) {
+            report.problem = Some(crate::verify::ChainProblem::UnrecordedPrune {
+                up_to_seq: p.up_to_seq,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Retention: archives every event recorded before `before` to `archive`
+    /// (an export with a checkpoint signed at its last position, checked
+    /// before anything is deleted), records the prune in the chain itself (an
+    /// `audit.pruned` event naming the archive's SHA-256), then deletes exactly
+    /// the archived rows. Returns `None` when nothing is old enough. The chain
+    /// keeps verifying from the prune's anchor.
+    pub async fn prune(
+        &self,
+        ctx: &TenantContext,
+        before: DateTime<Utc>,
+        archive: &mut (dyn Write + Send),
+    ) -> Result<Option<PruneReport>, AuditError> {
+        let chain = chain_of(Scope::Tenant(ctx));
+        let mut tx = self.db.begin(ctx).await?;
+        let (start, _, _) = chain_start(&mut tx, &chain, 1).await?;
+        let last_old = tx
+            .fetch_optional(
+                Query::select()
+                    .columns(["seq", "hash"])
+                    .from(chain.tables.events)
+                    .and_where(Expr::col("tenant_id").eq(chain.key))
+                    .and_where(Expr::col("occurred_at").lt(before))
+                    .order_by("seq", Order::Desc)
+                    .limit(1),
+            )
+            .await?;
+        let Some(row) = last_old else {
+            return Ok(None);
+        };
+        let up_to: i64 = row.get("seq")?;
+        let up_to_hash = hex::encode(row.get::<Vec<u8>>("hash")?);
+        if up_to < start {
+            return Ok(None);
+        }
+        // A checkpoint signed at the archive's last position.
+        let signed_at = format_time(tx.now());
+        let signature = self
+            .signer
+            .sign(&chain.name, up_to, &up_to_hash, &signed_at)?;
+        tx.execute(
+            Query::insert()
+                .into_table(chain.tables.checkpoints)
+                .columns([
+                    chain.tables.key,
+                    "seq",
+                    "hash",
+                    "signed_at",
+                    "key_id",
+                    "signature",
+                ])
+                .values([
+                    chain.key.into(),
+                    up_to.into(),
+                    unhex(&up_to_hash)?.into(),
+                    tx.now().into(),
+                    self.signer.key_id().into(),
+                    signature.into(),
+                ])
+                .map_err(|e| AuditError::Corrupt(e.to_string()))?
+                .on_conflict(
+                    OnConflict::columns([chain.tables.key, "seq"])
+                        .do_nothing()
+                        .to_owned(),
+                ),
+        )
+        .await?;
+        tx.commit().await?;
+
+        let mut buf = Vec::new();
+        let summary = self.export(ctx, start, Some(up_to), &mut buf).await?;
+        let check = verify_export(&buf[..], Some(&self.signer))?;
+        if !check.is_valid() || check.checkpoint_seq != Some(up_to) {
+            return Err(AuditError::Corrupt(format!(
+                "refusing to prune a chain that does not verify: {:?}",
+                check.problem
+            )));
+        }
+        archive.write_all(&buf)?;
+        archive.flush()?;
+        let archive_sha256 = hex::encode(sha2::Sha256::digest(&buf));
+
+        let mut tx = self.db.begin(ctx).await?;
+        let event =
+            AuditEvent::new(PRUNE_ACTION, Target::kind("audit_log")).details(serde_json::json!({
+                "up_to_seq": up_to,
+                "anchor": up_to_hash,
+                "archive_sha256": archive_sha256,
+                "events": summary.events,
+            }));
+        append_in(&mut tx, Scope::Tenant(ctx), vec![event]).await?;
+        tx.execute(
+            Query::insert()
+                .into_table(PRUNES)
+                .columns([
+                    "tenant_id",
+                    "up_to_seq",
+                    "anchor_hash",
+                    "archive_sha256",
+                    "pruned_at",
+                ])
+                .values([
+                    chain.key.into(),
+                    up_to.into(),
+                    unhex(&up_to_hash)?.into(),
+                    unhex(&archive_sha256)?.into(),
+                    tx.now().into(),
+                ])
+                .map_err(|e| AuditError::Corrupt(e.to_string()))?,
+        )
+        .await?;
+        match tx.backend() {
+            // The application role may not DELETE; a SECURITY DEFINER function
+            // deletes exactly what a recorded prune covers.
+            Backend::Postgres => {
+                tx.fetch_optional(
+                    Query::select().expr(Func::cust("saas_audit_prune").arg(chain.key).arg(up_to)),
+                )
+                .await?;
+            }
+            Backend::Sqlite => {
+                tx.execute(
+                    Query::delete()
+                        .from_table(chain.tables.events)
+                        .and_where(Expr::col("tenant_id").eq(chain.key))
+                        .and_where(Expr::col("seq").lte(up_to)),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(PruneReport {
+            up_to_seq: up_to,
+            events: summary.events,
+            archive_sha256,
+        }))
     }
 
     /// Writes positions `from_seq..=to_seq` (all when `to_seq` is `None`) as
@@ -667,21 +814,7 @@ impl AuditLog {
         let chain = chain_of(scope);
         let from_seq = std::cmp::max(from_seq, 1);
         let mut tx = self.read(scope).await?;
-        let anchor = if from_seq == 1 {
-            hex::encode(GENESIS)
-        } else {
-            tx.fetch_optional(
-                Query::select()
-                    .column("hash")
-                    .from(chain.tables.events)
-                    .and_where(Expr::col(chain.tables.key).eq(chain.key))
-                    .and_where(Expr::col("seq").eq(from_seq - 1)),
-            )
-            .await?
-            .map(|r| r.get::<Vec<u8>>("hash").map(hex::encode))
-            .transpose()?
-            .unwrap_or_else(|| hex::encode(GENESIS))
-        };
+        let (from_seq, anchor, _) = chain_start(&mut tx, &chain, from_seq).await?;
         let header = ExportHeader {
             format: "saas-audit-export".into(),
             version: 1,
@@ -897,6 +1030,86 @@ pub(crate) async fn append_in(
             hash: e.hash,
         })
         .collect())
+}
+
+/// A recorded prune: positions up to `up_to_seq` were archived and deleted.
+struct Prune {
+    up_to_seq: i64,
+    anchor: String,
+}
+
+/// Where a walk of the chain starts at or after `from_seq`: past the newest
+/// prune, with the hash that precedes the first remaining position.
+async fn chain_start(
+    tx: &mut Tx,
+    chain: &Chain,
+    from_seq: i64,
+) -> Result<(i64, String, Option<Prune>), AuditError> {
+    let prune = if chain.tables.key == TENANT.key {
+        tx.fetch_optional(
+            Query::select()
+                .columns(["up_to_seq", "anchor_hash"])
+                .from(PRUNES)
+                .and_where(Expr::col("tenant_id").eq(chain.key))
+                .order_by("up_to_seq", Order::Desc)
+                .limit(1),
+        )
+        .await?
+        .map(|r| -> Result<Prune, AuditError> {
+            Ok(Prune {
+                up_to_seq: r.get("up_to_seq")?,
+                anchor: hex::encode(r.get::<Vec<u8>>("anchor_hash")?),
+            })
+        })
+        .transpose()?
+    } else {
+        None
+    };
+    if let Some(p) = &prune
+        && from_seq <= p.up_to_seq + 1
+    {
+        let anchor = p.anchor.clone();
+        return Ok((p.up_to_seq + 1, anchor, prune));
+    }
+    if from_seq == 1 {
+        return Ok((1, hex::encode(GENESIS), prune));
+    }
+    let anchor = tx
+        .fetch_optional(
+            Query::select()
+                .column("hash")
+                .from(chain.tables.events)
+                .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                .and_where(Expr::col("seq").eq(from_seq - 1)),
+        )
+        .await?
+        .map(|r| r.get::<Vec<u8>>("hash").map(hex::encode))
+        .transpose()?
+        .unwrap_or_else(|| hex::encode(GENESIS));
+    Ok((from_seq, anchor, prune))
+}
+
+/// Whether the chain itself carries the `audit.pruned` event that vouches for
+/// this prune (a prune record planted outside the chain does not).
+async fn prune_is_recorded(tx: &mut Tx, chain: &Chain, prune: &Prune) -> Result<bool, AuditError> {
+    let rows = tx
+        .fetch_all(
+            Query::select()
+                .column("details")
+                .from(chain.tables.events)
+                .and_where(Expr::col(chain.tables.key).eq(chain.key))
+                .and_where(Expr::col("action").eq(PRUNE_ACTION))
+                .and_where(Expr::col("seq").gt(prune.up_to_seq)),
+        )
+        .await?;
+    for r in &rows {
+        let details: serde_json::Value =
+            serde_json::from_str(&r.get::<String>("details")?).unwrap_or_default();
+        if details["up_to_seq"] == prune.up_to_seq && details["anchor"] == prune.anchor.as_str() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 async fn lock_head(tx: &mut Tx, chain: &Chain) -> Result<(i64, String), AuditError> {

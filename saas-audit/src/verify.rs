@@ -58,6 +58,12 @@ pub enum ChainProblem {
         /// Where.
         seq: i64,
     },
+    /// Rows were pruned, but the chain holds no `audit.pruned` event vouching
+    /// for that prune.
+    UnrecordedPrune {
+        /// The last position the prune claims to cover.
+        up_to_seq: i64,
+    },
     /// A checkpoint's signature does not verify.
     BadCheckpointSignature {
         /// Where.

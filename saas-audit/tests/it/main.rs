@@ -12,6 +12,7 @@ mod chain;
 mod changes;
 mod erasure;
 mod export;
+mod retention;
 mod sinks;
 mod tamper;
 
