@@ -1105,7 +1105,10 @@ async fn prune_is_recorded(tx: &mut Tx, chain: &Chain, prune: &Prune) -> Result<
     for r in &rows {
         let details: serde_json::Value =
             serde_json::from_str(&r.get::<String>("details")?).unwrap_or_default();
-        if details["up_to_seq"] == prune.up_to_seq && details["anchor"] == prune.anchor.as_str() {
+        if details.get("up_to_seq").and_then(serde_json::Value::as_i64) == Some(prune.up_to_seq)
+            && details.get("anchor").and_then(serde_json::Value::as_str)
+                == Some(prune.anchor.as_str())
+        {
             return Ok(true);
         }
     }
