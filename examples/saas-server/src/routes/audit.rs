@@ -121,3 +121,53 @@ impl From<saas_audit::AuditError> for ApiError {
         }
     }
 }
+
+/// Default audit retention: seven years, as enterprise compliance asks.
+pub(crate) const DEFAULT_RETENTION_DAYS: u32 = 7 * 365 + 2;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PruneBody {
+    /// Keep this many days (default seven years, at least 1).
+    #[serde(default)]
+    retention_days: Option<u32>,
+}
+
+/// Archives a tenant's audit events older than its retention period to
+/// `<data_dir>/audit-archive/<tenant>-<up_to_seq>.jsonl` and prunes them.
+pub(crate) async fn platform_prune(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    crate::problem::ApiPath(id): crate::problem::ApiPath<saas_core::TenantId>,
+    crate::problem::ApiJson(body): crate::problem::ApiJson<PruneBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let days = body.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if days == 0 {
+        return Err(saas_core::CoreError::Validation {
+            field: "retention_days",
+            message: "must be at least 1".into(),
+        }
+        .into());
+    }
+    let tenant = s.tenants().get(&p, id).await?;
+    let ctx = p.act_in(tenant.id);
+    let before = s.db().clock().now() - chrono::Duration::days(i64::from(days));
+    let mut archive = Vec::new();
+    let Some(report) = s.audit().prune(&ctx, before, &mut archive).await? else {
+        return Ok(Json(serde_json::json!({ "pruned": false })));
+    };
+    let dir = s.config().data_dir.join("audit-archive");
+    let path = dir.join(format!("{}-{}.jsonl", tenant.id, report.up_to_seq));
+    let io = |e: std::io::Error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "archive_write_failed",
+            format!("cannot write the archive: {e}"),
+        )
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::write(&path, &archive).map_err(io)?;
+    Ok(Json(
+        serde_json::json!({ "pruned": true, "report": report, "archive": path }),
+    ))
+}

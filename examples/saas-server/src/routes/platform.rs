@@ -43,6 +43,10 @@ pub(crate) fn router() -> Router<AppState> {
             "/api/platform/audit-logs/checkpoint",
             post(super::audit::platform_checkpoint),
         )
+        .route(
+            "/api/tenants/{id}/audit/prune",
+            post(super::audit::platform_prune),
+        )
 }
 
 /// A tenant with its tier's limits and features.

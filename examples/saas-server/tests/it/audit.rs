@@ -86,4 +86,28 @@ both_backends! {
         assert_eq!(usage.status.code(), Some(2));
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    async fn an_operator_prunes_a_tenants_old_audit_events_into_an_archive(t) {
+        let dir = std::env::temp_dir().join(format!("saas-prune-{}", uuid::Uuid::now_v7()));
+        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), data_dir: dir.clone(), ..Config::default() }).await;
+        let a = h.tenant("alpha").await;
+        for i in 0..3 {
+            h.call(Method::POST, "/api/workspaces", Some(&a), Some(json!({"name": format!("w{i}")}))).await;
+        }
+        let r = h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({"retention_days": 1}))).await;
+        assert_eq!(r.body["pruned"], false, "nothing is a day old yet");
+        h.t.clock.advance(chrono::Duration::days(2));
+        h.call(Method::POST, "/api/workspaces", Some(&a), Some(json!({"name": "fresh"}))).await;
+        let r = h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({"retention_days": 1}))).await;
+        assert_eq!((r.status, &r.body["report"]["events"]), (StatusCode::OK, &json!(3)), "{}", r.body);
+        let archive = std::fs::read(r.body["archive"].as_str().unwrap()).unwrap();
+        let signer = saas_audit::CheckpointSigner::new("server", &hex::decode(KEY).unwrap()).unwrap();
+        assert!(saas_audit::verify_export(&archive[..], Some(&signer)).unwrap().is_valid());
+        let verify = h.call(Method::GET, "/api/audit-logs/verify", Some(&a), None).await;
+        assert_eq!(verify.body["problem"], serde_json::Value::Null, "{}", verify.body);
+        let actions: Vec<String> = h.call(Method::GET, "/api/audit-logs", Some(&a), None).await.body["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).collect();
+        assert_eq!(actions, ["audit.pruned", "workspace.create"]);
+        h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({"retention_days": 0}))).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
