@@ -562,8 +562,23 @@ impl AuditLog {
         if let Some(c) = existing.into_iter().find(|c| c.seq == seq) {
             return Ok(Some(c));
         }
-        let signed_at = format_time(tx.now());
-        let signature = self.signer.sign(&chain.name, seq, &hash, &signed_at)?;
+        let checkpoint = self.store_checkpoint(&mut tx, &chain, seq, &hash).await?;
+        tx.commit().await?;
+        Ok(Some(checkpoint))
+    }
+
+    /// Signs `(seq, hash)` of the chain and stores the checkpoint (kept as is
+    /// when one exists at that position).
+    async fn store_checkpoint(
+        &self,
+        tx: &mut Tx,
+        chain: &Chain,
+        seq: i64,
+        hash: &str,
+    ) -> Result<Checkpoint, AuditError> {
+        let now = tx.now();
+        let signed_at = format_time(now);
+        let signature = self.signer.sign(&chain.name, seq, hash, &signed_at)?;
         tx.execute(
             Query::insert()
                 .into_table(chain.tables.checkpoints)
@@ -578,23 +593,27 @@ impl AuditLog {
                 .values([
                     chain.key.into(),
                     seq.into(),
-                    unhex(&hash)?.into(),
-                    tx.now().into(),
+                    unhex(hash)?.into(),
+                    now.into(),
                     self.signer.key_id().into(),
                     signature.clone().into(),
                 ])
-                .map_err(|e| AuditError::Corrupt(e.to_string()))?,
+                .map_err(|e| AuditError::Corrupt(e.to_string()))?
+                .on_conflict(
+                    OnConflict::columns([chain.tables.key, "seq"])
+                        .do_nothing()
+                        .to_owned(),
+                ),
         )
         .await?;
-        tx.commit().await?;
-        Ok(Some(Checkpoint {
-            chain: chain.name,
+        Ok(Checkpoint {
+            chain: chain.name.clone(),
             seq,
-            hash,
+            hash: hash.to_owned(),
             signed_at,
             key_id: self.signer.key_id().to_owned(),
             signature: hex::encode(signature),
-        }))
+        })
     }
 
     /// Walks the chain from position `from_seq` (1 for the whole chain) and
@@ -697,37 +716,8 @@ impl AuditLog {
             return Ok(None);
         }
         // A checkpoint signed at the archive's last position.
-        let signed_at = format_time(tx.now());
-        let signature = self
-            .signer
-            .sign(&chain.name, up_to, &up_to_hash, &signed_at)?;
-        tx.execute(
-            Query::insert()
-                .into_table(chain.tables.checkpoints)
-                .columns([
-                    chain.tables.key,
-                    "seq",
-                    "hash",
-                    "signed_at",
-                    "key_id",
-                    "signature",
-                ])
-                .values([
-                    chain.key.into(),
-                    up_to.into(),
-                    unhex(&up_to_hash)?.into(),
-                    tx.now().into(),
-                    self.signer.key_id().into(),
-                    signature.into(),
-                ])
-                .map_err(|e| AuditError::Corrupt(e.to_string()))?
-                .on_conflict(
-                    OnConflict::columns([chain.tables.key, "seq"])
-                        .do_nothing()
-                        .to_owned(),
-                ),
-        )
-        .await?;
+        self.store_checkpoint(&mut tx, &chain, up_to, &up_to_hash)
+            .await?;
         tx.commit().await?;
 
         let mut buf = Vec::new();
