@@ -229,6 +229,11 @@ fn finish_problem(mut res: Response, cid: &CorrelationId) -> Response {
     };
     let rendered = problem::render(problem, cid.as_str());
     let (mut parts, _) = res.into_parts();
+    if parts.status == axum::http::StatusCode::UNAUTHORIZED {
+        parts
+            .headers
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     let (new_parts, body) = rendered.into_parts();
     parts.status = new_parts.status;
     parts.headers.remove(header::CONTENT_LENGTH);

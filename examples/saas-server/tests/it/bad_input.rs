@@ -91,7 +91,9 @@ both_backends! {
             if let Some(a) = auth {
                 req = req.header("authorization", a);
             }
-            h.send(req.body(Body::empty()).unwrap()).await.assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+            let r = h.send(req.body(Body::empty()).unwrap()).await;
+            r.assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+            assert_eq!(r.headers["www-authenticate"], "Bearer");
         }
         let req = Request::get("/api/tenants").body(Body::empty()).unwrap();
         h.send(req).await.assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
