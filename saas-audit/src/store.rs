@@ -303,29 +303,16 @@ impl AuditLog {
     ) -> Result<Vec<AuditRecord>, AuditError> {
         let chain = chain_of(scope);
         let mut tx = self.read(scope).await?;
-        let rows = tx
-            .fetch_all(
-                Query::select()
-                    .columns(EVENT_COLS)
-                    .from(chain.tables.events)
-                    .and_where(Expr::col(chain.tables.key).eq(chain.key))
-                    .and_where(Expr::col("seq").gt(after))
-                    .order_by("seq", Order::Asc)
-                    .limit(limit),
-            )
-            .await?;
+        let events = events_page(&mut tx, &chain, after, None, limit).await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                let event = event_from_row(&chain.name, r)?;
-                let personal_erased = false;
-                Ok(AuditRecord {
-                    event,
-                    personal_data: None,
-                    personal_erased,
-                })
+        Ok(events
+            .into_iter()
+            .map(|event| AuditRecord {
+                event,
+                personal_data: None,
+                personal_erased: false,
             })
-            .collect()
+            .collect())
     }
 
     /// The last position `sink` received from this chain (0 if none).
@@ -643,22 +630,8 @@ impl AuditLog {
         let mut verifier = ChainVerifier::new(chain.name.clone(), from_seq, anchor, checkpoints);
         let mut after = from_seq - 1;
         loop {
-            let rows = tx
-                .fetch_all(
-                    Query::select()
-                        .columns(EVENT_COLS)
-                        .from(chain.tables.events)
-                        .and_where(Expr::col(chain.tables.key).eq(chain.key))
-                        .and_where(Expr::col("seq").gt(after))
-                        .order_by("seq", Order::Asc)
-                        .limit(PAGE),
-                )
-                .await?;
-            let n = rows.len();
-            let events = rows
-                .iter()
-                .map(|r| event_from_row(&chain.name, r))
-                .collect::<Result<Vec<_>, _>>()?;
+            let events = events_page(&mut tx, &chain, after, None, PAGE).await?;
+            let n = events.len();
             if let Some(last) = events.last() {
                 after = last.seq;
             }
@@ -821,29 +794,18 @@ impl AuditLog {
         let mut last = None;
         let mut after = from_seq - 1;
         loop {
-            let mut sel = Query::select();
-            sel.columns(EVENT_COLS)
-                .from(chain.tables.events)
-                .and_where(Expr::col(chain.tables.key).eq(chain.key))
-                .and_where(Expr::col("seq").gt(after))
-                .order_by("seq", Order::Asc)
-                .limit(PAGE);
-            if let Some(to) = to_seq {
-                sel.and_where(Expr::col("seq").lte(to));
-            }
-            let rows = tx.fetch_all(&sel).await?;
-            for r in &rows {
-                let ev = event_from_row(&chain.name, r)?;
+            let events = events_page(&mut tx, &chain, after, to_seq, PAGE).await?;
+            for ev in &events {
                 after = ev.seq;
                 last = Some(ev.seq);
                 writeln!(
                     out,
                     "{}",
-                    serde_json::to_string(&ev).map_err(|e| AuditError::Corrupt(e.to_string()))?
+                    serde_json::to_string(ev).map_err(|e| AuditError::Corrupt(e.to_string()))?
                 )?;
                 written += 1;
             }
-            if (rows.len() as u64) < PAGE {
+            if (events.len() as u64) < PAGE {
                 break;
             }
         }
@@ -1103,6 +1065,32 @@ async fn prune_is_recorded(tx: &mut Tx, chain: &Chain, prune: &Prune) -> Result<
         }
     }
     Ok(false)
+}
+
+/// Up to `limit` events of the chain after position `after` (and at most
+/// `to`), oldest first: the one page read behind walks, exports and sinks.
+async fn events_page(
+    tx: &mut Tx,
+    chain: &Chain,
+    after: i64,
+    to: Option<i64>,
+    limit: u64,
+) -> Result<Vec<StoredEvent>, AuditError> {
+    let mut sel = Query::select();
+    sel.columns(EVENT_COLS)
+        .from(chain.tables.events)
+        .and_where(Expr::col(chain.tables.key).eq(chain.key))
+        .and_where(Expr::col("seq").gt(after))
+        .order_by("seq", Order::Asc)
+        .limit(limit);
+    if let Some(to) = to {
+        sel.and_where(Expr::col("seq").lte(to));
+    }
+    tx.fetch_all(&sel)
+        .await?
+        .iter()
+        .map(|r| event_from_row(&chain.name, r))
+        .collect()
 }
 
 async fn lock_head(tx: &mut Tx, chain: &Chain) -> Result<(i64, String), AuditError> {
