@@ -45,6 +45,7 @@ struct Inner {
     jobs: JobStore,
     audit: saas_audit::AuditLog,
     resolver: PlatformContext,
+    maintenance: PlatformContext,
 }
 
 impl AppState {
@@ -80,6 +81,7 @@ impl AppState {
                 jobs: JobStore::new(db.clone()),
                 audit: saas_audit::AuditLog::new(db.clone(), signer),
                 resolver: PlatformContext::system("request tenant resolution"),
+                maintenance: PlatformContext::system("audit maintenance"),
                 db,
                 config,
             }),
@@ -118,6 +120,10 @@ impl AppState {
     }
     pub(crate) fn resolver(&self) -> &PlatformContext {
         &self.inner.resolver
+    }
+    /// The context of the server's own audit maintenance (checkpoints, sinks).
+    pub(crate) fn maintenance(&self) -> &PlatformContext {
+        &self.inner.maintenance
     }
 }
 

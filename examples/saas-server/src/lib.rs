@@ -86,7 +86,7 @@ pub async fn forward_all(
 async fn chains(
     state: &AppState,
 ) -> Result<(saas_core::PlatformContext, Vec<saas_core::TenantContext>), ServerError> {
-    let p = saas_core::PlatformContext::system("audit maintenance");
+    let p = state.maintenance().clone();
     let tenants = saas_core::tenant::Tenants::new(state.db().clone());
     let mut out = Vec::new();
     let mut after = None;
