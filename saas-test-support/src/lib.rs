@@ -353,56 +353,44 @@ impl Inspector {
     /// Every table with a `tenant_id` column, read from the database catalogue,
     /// so a table added later cannot be forgotten.
     pub async fn tenant_tables(&self) -> Vec<String> {
-        let mut names: Vec<String> = match self {
-            Self::Sqlite(p) => sqlx::query(
-                "SELECT m.name AS name FROM sqlite_master m, pragma_table_info(m.name) c \
-                 WHERE m.type = 'table' AND c.name = 'tenant_id'",
-            )
-            .fetch_all(p)
-            .await
-            .expect("sqlite catalogue")
-            .iter()
-            .map(|r| r.get::<String, _>("name"))
-            .collect(),
-            Self::Postgres(p) => sqlx::query(
-                "SELECT c.table_name::text AS name FROM information_schema.columns c \
-                 JOIN information_schema.tables t USING (table_schema, table_name) \
-                 WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id' \
-                 AND t.table_type = 'BASE TABLE'",
-            )
-            .fetch_all(p)
-            .await
-            .expect("pg catalogue")
-            .iter()
-            .map(|r| r.get::<String, _>("name"))
-            .collect(),
-        };
-        names.sort();
-        names
+        self.table_names(
+            "SELECT m.name AS name FROM sqlite_master m, pragma_table_info(m.name) c \
+             WHERE m.type = 'table' AND c.name = 'tenant_id'",
+            "SELECT c.table_name::text AS name FROM information_schema.columns c \
+             JOIN information_schema.tables t USING (table_schema, table_name) \
+             WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id' \
+             AND t.table_type = 'BASE TABLE'",
+        )
+        .await
     }
 
     /// Every table in the database, from the catalogue.
     pub async fn all_tables(&self) -> Vec<String> {
+        self.table_names(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            "SELECT table_name::text AS name FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+        )
+        .await
+    }
+
+    /// The sorted `name` column of a catalogue query, in the backend's dialect.
+    async fn table_names(&self, sqlite: &'static str, postgres: &'static str) -> Vec<String> {
         let mut names: Vec<String> = match self {
-            Self::Sqlite(p) => sqlx::query(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-            )
-            .fetch_all(p)
-            .await
-            .expect("sqlite catalogue")
-            .iter()
-            .map(|r| r.get::<String, _>("name"))
-            .collect(),
-            Self::Postgres(p) => sqlx::query(
-                "SELECT table_name::text AS name FROM information_schema.tables \
-                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-            )
-            .fetch_all(p)
-            .await
-            .expect("pg catalogue")
-            .iter()
-            .map(|r| r.get::<String, _>("name"))
-            .collect(),
+            Self::Sqlite(p) => sqlx::query(sqlite)
+                .fetch_all(p)
+                .await
+                .expect("sqlite catalogue")
+                .iter()
+                .map(|r| r.get::<String, _>("name"))
+                .collect(),
+            Self::Postgres(p) => sqlx::query(postgres)
+                .fetch_all(p)
+                .await
+                .expect("pg catalogue")
+                .iter()
+                .map(|r| r.get::<String, _>("name"))
+                .collect(),
         };
         names.sort();
         names
