@@ -1,5 +1,6 @@
 //! Per-subject encryption of personal data (crypto-shredding) and signed
-//! checkpoints.
+//! checkpoints. [`seal`] and [`open`] (XChaCha20-Poly1305) are public so other
+//! crates of the SDK encrypt their secrets at rest the same way.
 
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -11,14 +12,15 @@ use crate::error::AuditError;
 const NONCE_LEN: usize = 24;
 
 /// A fresh random 256-bit key.
-pub(crate) fn new_key() -> Vec<u8> {
+#[must_use]
+pub fn new_key() -> Vec<u8> {
     let mut key = [0u8; 32];
     rand::fill(&mut key);
     key.to_vec()
 }
 
 /// `nonce || ciphertext` of `plaintext` under `key`.
-pub(crate) fn seal(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, AuditError> {
+pub fn seal(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, AuditError> {
     let cipher = XChaCha20Poly1305::new_from_slice(key)
         .map_err(|_| AuditError::Crypto("bad subject key"))?;
     let mut nonce = [0u8; NONCE_LEN];
@@ -34,7 +36,7 @@ pub(crate) fn seal(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, AuditError> 
 }
 
 /// Decrypts `nonce || ciphertext`.
-pub(crate) fn open(key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuditError> {
+pub fn open(key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuditError> {
     let cipher = XChaCha20Poly1305::new_from_slice(key)
         .map_err(|_| AuditError::Crypto("bad subject key"))?;
     let (nonce, ct) = sealed

@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-mod crypto;
+pub mod crypto;
 mod error;
 pub mod event;
 mod recorder;

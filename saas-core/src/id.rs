@@ -71,6 +71,12 @@ macro_rules! typed_id {
             }
         }
 
+        impl sea_query::Nullable for $name {
+            fn null() -> sea_query::Value {
+                <Uuid as sea_query::Nullable>::null()
+            }
+        }
+
         impl sqlx::Type<sqlx::Postgres> for $name {
             fn type_info() -> sqlx::postgres::PgTypeInfo {
                 <Uuid as sqlx::Type<sqlx::Postgres>>::type_info()

@@ -44,6 +44,7 @@ struct Inner {
     operators: Operators,
     jobs: JobStore,
     audit: saas_audit::AuditLog,
+    auth: saas_auth::Auth,
     resolver: PlatformContext,
     maintenance: PlatformContext,
 }
@@ -53,8 +54,8 @@ impl AppState {
     /// every change the repositories make is audited in its own transaction.
     /// Without `config.audit_key` checkpoints are signed with a random key
     /// that lives as long as the process (use [`crate::prepare`] to persist one).
-    #[must_use]
-    pub fn new(db: Db, config: Config) -> Self {
+    /// Loads (or creates) the token signing keys.
+    pub async fn new(db: Db, config: Config) -> Result<Self, saas_auth::AuthError> {
         if db
             .set_change_recorder(Arc::new(saas_audit::ChangeAuditor))
             .is_err()
@@ -72,20 +73,23 @@ impl AppState {
                 );
                 saas_audit::CheckpointSigner::random("server")
             });
-        Self {
+        let audit = saas_audit::AuditLog::new(db.clone(), signer);
+        let auth = saas_auth::Auth::new(db.clone(), audit.clone(), config.auth_config()).await?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 tenants: Tenants::new(db.clone()),
                 workspaces: Workspaces::new(db.clone()),
                 configs: TenantConfigs::new(db.clone()),
                 operators: Operators::new(db.clone()),
                 jobs: JobStore::new(db.clone()),
-                audit: saas_audit::AuditLog::new(db.clone(), signer),
+                audit,
+                auth,
                 resolver: PlatformContext::system("request tenant resolution"),
                 maintenance: PlatformContext::system("audit maintenance"),
                 db,
                 config,
             }),
-        }
+        })
     }
 
     /// The database.
@@ -114,6 +118,11 @@ impl AppState {
     #[must_use]
     pub fn audit(&self) -> &saas_audit::AuditLog {
         &self.inner.audit
+    }
+    /// Identity.
+    #[must_use]
+    pub fn auth(&self) -> &saas_auth::Auth {
+        &self.inner.auth
     }
     pub(crate) fn jobs(&self) -> &JobStore {
         &self.inner.jobs
@@ -155,8 +164,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(routes::ops::health))
         .route("/api/ready", get(routes::ops::ready))
         .route("/api/metrics", get(routes::ops::metrics))
+        .route("/.well-known/jwks.json", get(routes::identity::jwks))
         .merge(routes::platform::router())
         .merge(routes::tenant::router(state.clone()))
+        .merge(routes::identity::public_router(state.clone()))
+        .merge(routes::identity::router(state.clone()))
         .fallback(fallback)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(

@@ -1,29 +1,29 @@
 //! Who is calling, and in which tenant.
 //!
-//! Until saas-auth lands, callers authenticate with a platform operator token
-//! (`Authorization: Bearer sop_...`). Tenant-scoped routes also resolve the
-//! tenant, from the `X-Tenant-Id` header (an id or a slug) or from the
-//! subdomain of `Host` under the configured base domain, refuse tenants that
-//! are not active, and hand handlers a [`TenantContext`] through [`Tenant`].
+//! Tenant-scoped routes resolve the tenant from the `X-Tenant-Id` header (an
+//! id or a slug) or from the subdomain of `Host` under the configured base
+//! domain, refuse tenants that are not active, and authenticate the bearer
+//! credential for that tenant: a user's or service identity's access token,
+//! an API key (saas-auth), or a platform operator token. Handlers get the
+//! [`TenantContext`] through [`Tenant`] and the full [`Authenticated`] through
+//! [`Authn`]; neither exists unless the layer ran. Public identity routes
+//! (login, refresh, invitations) only resolve the tenant ([`PublicTenant`]).
 
-use axum::extract::{FromRequestParts, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use saas_auth::{Authenticated, ClientMeta};
 use saas_core::tenant::TenantKey;
-use saas_core::{
-    CoreError, CorrelationId, OperatorId, PlatformContext, Principal, TenantContext, TenantId,
-};
+use saas_core::{CoreError, CorrelationId, PlatformContext, TenantContext, TenantId};
 
 use crate::app::AppState;
 use crate::problem::ApiError;
 
-/// An authenticated caller.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Caller {
-    Operator(OperatorId),
-}
+const OPERATOR_PREFIX: &str = "sop_";
 
 fn unauthenticated() -> ApiError {
     ApiError::new(
@@ -33,19 +33,13 @@ fn unauthenticated() -> ApiError {
     )
 }
 
-pub(crate) async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Caller, ApiError> {
-    let token = headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthenticated)?;
-    match state.operators().authenticate(token.trim()).await? {
-        Some(id) => Ok(Caller::Operator(id)),
-        None => Err(unauthenticated()),
-    }
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 fn correlation(parts_ext: &axum::http::Extensions) -> CorrelationId {
@@ -66,11 +60,14 @@ impl FromRequestParts<AppState> for Platform {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Caller::Operator(id) = authenticate(state, &parts.headers).await?;
-        Ok(Self(PlatformContext::operator(
-            id,
-            correlation(&parts.extensions),
-        )))
+        let token = bearer(&parts.headers).ok_or_else(unauthenticated)?;
+        match state.operators().authenticate(token).await? {
+            Some(id) => Ok(Self(PlatformContext::operator(
+                id,
+                correlation(&parts.extensions),
+            ))),
+            None => Err(unauthenticated()),
+        }
     }
 }
 
@@ -88,6 +85,88 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
             .cloned()
             .map(Self)
             .ok_or_else(unauthenticated)
+    }
+}
+
+/// The authenticated caller of a tenant-scoped route, set by [`tenant_scope`].
+#[derive(Debug)]
+pub(crate) struct Authn(pub(crate) Authenticated);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .cloned()
+            .map(Self)
+            .ok_or_else(unauthenticated)
+    }
+}
+
+/// The resolved tenant of a public identity route, and the correlation id.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicTenant(pub(crate) TenantId, pub(crate) CorrelationId);
+
+impl<S: Send + Sync> FromRequestParts<S> for PublicTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let tenant = parts
+            .extensions
+            .get::<ResolvedTenant>()
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "tenant_required",
+                    "no tenant resolved",
+                )
+            })?
+            .0;
+        Ok(Self(tenant, correlation(&parts.extensions)))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ResolvedTenant(TenantId);
+
+/// The client's address and user agent.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta(pub(crate) ClientMeta);
+
+impl FromRequestParts<AppState> for Meta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let forwarded = state
+            .config()
+            .trust_proxy
+            .then(|| {
+                parts
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+            })
+            .flatten();
+        let ip = forwarded.or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        });
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect());
+        Ok(Self(ClientMeta { ip, user_agent }))
     }
 }
 
@@ -136,15 +215,9 @@ fn bad_tenant() -> ApiError {
     )
 }
 
-/// Middleware for tenant-scoped routes: authenticate, resolve, refuse
-/// unusable tenants, and attach the [`TenantContext`].
-pub(crate) async fn tenant_scope(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let caller = authenticate(&state, req.headers()).await?;
-    let key = tenant_key(&state, req.headers())?;
+/// Resolves the request's tenant and refuses one that is not usable.
+async fn resolve_tenant(state: &AppState, headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    let key = tenant_key(state, headers)?;
     let tenant = match state.tenants().lookup(state.resolver(), &key).await {
         Ok(t) => t,
         Err(CoreError::NotFound { .. }) => {
@@ -167,11 +240,54 @@ pub(crate) async fn tenant_scope(
         }
         return Err(err);
     }
+    Ok(tenant.id)
+}
+
+/// Authenticates a bearer credential for `tenant`.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    tenant: TenantId,
+    token: &str,
+    cid: CorrelationId,
+) -> Result<Authenticated, ApiError> {
+    if token.starts_with(OPERATOR_PREFIX) {
+        return match state.operators().authenticate(token).await? {
+            Some(id) => Ok(Authenticated::external(
+                PlatformContext::operator(id, cid).act_in(tenant),
+                "operator",
+            )),
+            None => Err(unauthenticated()),
+        };
+    }
+    Ok(state.auth().authenticate(tenant, token, &cid).await?)
+}
+
+/// Middleware for tenant-scoped routes: require a credential, resolve the
+/// tenant, authenticate the credential for it, and attach the
+/// [`TenantContext`] and the [`Authenticated`] caller.
+pub(crate) async fn tenant_scope(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = bearer(req.headers())
+        .ok_or_else(unauthenticated)?
+        .to_owned();
+    let tenant = resolve_tenant(&state, req.headers()).await?;
     let cid = correlation(req.extensions());
-    let principal = match caller {
-        Caller::Operator(id) => Principal::Operator { id },
-    };
-    let ctx = TenantContext::from_authentication(tenant.id, principal, cid);
-    req.extensions_mut().insert(ctx);
+    let authn = authenticate(&state, tenant, &token, cid).await?;
+    req.extensions_mut().insert(authn.ctx.clone());
+    req.extensions_mut().insert(authn);
+    Ok(next.run(req).await)
+}
+
+/// Middleware for public identity routes: resolve the tenant only.
+pub(crate) async fn tenant_only(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let tenant = resolve_tenant(&state, req.headers()).await?;
+    req.extensions_mut().insert(ResolvedTenant(tenant));
     Ok(next.run(req).await)
 }

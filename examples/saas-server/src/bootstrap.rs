@@ -87,11 +87,11 @@ pub async fn bootstrap_if_empty(
     }))
 }
 
-/// The audit checkpoint key kept in `<data_dir>/audit-checkpoint.key` (hex,
-/// mode 0600), created on first use. Replicas on PostgreSQL should share a key
-/// through `SAAS_AUDIT_KEY` instead.
-pub fn audit_key(data_dir: &Path) -> Result<String, BootstrapError> {
-    let path = data_dir.join("audit-checkpoint.key");
+/// A 256-bit key kept in `<data_dir>/<name>` (hex, mode 0600), created on
+/// first use: the audit checkpoint key and the auth master key. Replicas on
+/// PostgreSQL should share keys through `SAAS_AUDIT_KEY` and `SAAS_AUTH_KEY`.
+pub fn key_file(data_dir: &Path, name: &str) -> Result<String, BootstrapError> {
+    let path = data_dir.join(name);
     let io = |source| BootstrapError::Io {
         path: path.clone(),
         source,

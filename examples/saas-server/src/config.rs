@@ -15,6 +15,15 @@
 //! | `SAAS_AUDIT_KEY` | generated into `<data_dir>/audit-checkpoint.key` | hex, at least 32 bytes: signs audit checkpoints (set the same key on every replica) |
 //! | `SAAS_AUDIT_CHECKPOINT_SECS` | `300` | how often every audit chain head is signed |
 //! | `SAAS_AUDIT_JSONL` | none | file the audit log is shipped to as JSON lines (fed from the stored log every 5 seconds) |
+//! | `SAAS_AUTH_KEY` | generated into `<data_dir>/auth-master.key` | hex, 32 bytes: encrypts signing keys and TOTP seeds at rest (same key on every replica) |
+//! | `SAAS_PUBLIC_URL` | `http://<bind>` | base URL of links in mail |
+//! | `SAAS_SMTP_URL` | none | send mail by SMTP (`smtp://host:25`, `smtp://user:pass@host:587?tls=required`, `smtps://...`) |
+//! | `SAAS_MAIL_DIR` | `<data_dir>/mail` | without SMTP, where mail is written as `.eml` files |
+//! | `SAAS_MAIL_FROM` | `no-reply@localhost` | sender address |
+//! | `SAAS_TRUST_PROXY` | `false` | take the client address from `X-Forwarded-For` (only behind a proxy that sets it) |
+//! | `SAAS_PASSWORD_MIN_LENGTH` | `8` | shortest password accepted (15 recommended) |
+//! | `SAAS_PASSWORD_MEMORY_KIB` | `19456` | argon2id memory cost (OWASP) |
+//! | `SAAS_PASSWORD_ITERATIONS` | `2` | argon2id iterations (OWASP) |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +60,24 @@ pub struct Config {
     pub audit_checkpoint_secs: u64,
     /// JSON-lines file the audit log is shipped to.
     pub audit_jsonl: Option<PathBuf>,
+    /// Hex master key of saas-auth (signing keys and TOTP seeds at rest).
+    pub auth_key: Option<String>,
+    /// Base URL for links in mail.
+    pub public_url: Option<String>,
+    /// SMTP URL; without it mail goes to `mail_dir`.
+    pub smtp_url: Option<String>,
+    /// Folder of the development mailer.
+    pub mail_dir: Option<PathBuf>,
+    /// Sender address.
+    pub mail_from: String,
+    /// Trust `X-Forwarded-For` for the client address.
+    pub trust_proxy: bool,
+    /// Shortest password accepted.
+    pub password_min_length: usize,
+    /// argon2id memory cost in KiB.
+    pub password_memory_kib: u32,
+    /// argon2id iterations.
+    pub password_iterations: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -61,6 +88,8 @@ impl std::fmt::Debug for Config {
             .field("base_domain", &self.base_domain)
             .field("body_limit", &self.body_limit)
             .field("audit_key", &self.audit_key.as_ref().map(|_| "<redacted>"))
+            .field("auth_key", &self.auth_key.as_ref().map(|_| "<redacted>"))
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +110,15 @@ impl Default for Config {
             audit_key: None,
             audit_checkpoint_secs: 300,
             audit_jsonl: None,
+            auth_key: None,
+            public_url: None,
+            smtp_url: None,
+            mail_dir: None,
+            mail_from: "no-reply@localhost".into(),
+            trust_proxy: false,
+            password_min_length: 8,
+            password_memory_kib: 19_456,
+            password_iterations: 2,
         }
     }
 }
@@ -174,7 +212,66 @@ impl Config {
                 message: "expected a number of seconds".into(),
             })?;
         }
+        if let Some(v) = env("SAAS_AUTH_KEY") {
+            cfg.auth_key = Some(v);
+        }
+        if let Some(v) = env("SAAS_PUBLIC_URL") {
+            cfg.public_url = Some(v);
+        }
+        if let Some(v) = env("SAAS_SMTP_URL") {
+            cfg.smtp_url = Some(v);
+        }
+        if let Some(v) = env("SAAS_MAIL_DIR") {
+            cfg.mail_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("SAAS_MAIL_FROM") {
+            cfg.mail_from = v;
+        }
+        if let Some(v) = env("SAAS_TRUST_PROXY") {
+            cfg.trust_proxy = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        let number = |name: &'static str, v: String| {
+            v.parse::<u32>().map_err(|_| ConfigError::Env {
+                name,
+                message: "expected a positive number".into(),
+            })
+        };
+        if let Some(v) = env("SAAS_PASSWORD_MIN_LENGTH") {
+            cfg.password_min_length = number("SAAS_PASSWORD_MIN_LENGTH", v)? as usize;
+        }
+        if let Some(v) = env("SAAS_PASSWORD_MEMORY_KIB") {
+            cfg.password_memory_kib = number("SAAS_PASSWORD_MEMORY_KIB", v)?;
+        }
+        if let Some(v) = env("SAAS_PASSWORD_ITERATIONS") {
+            cfg.password_iterations = number("SAAS_PASSWORD_ITERATIONS", v)?;
+        }
         Ok(cfg)
+    }
+
+    /// The saas-auth configuration this server configuration implies.
+    /// Without `auth_key`, a key for this process only (tokens and MFA seeds
+    /// do not survive a restart; [`crate::prepare`] persists one).
+    #[must_use]
+    pub fn auth_config(&self) -> saas_auth::AuthConfig {
+        let key = self
+            .auth_key
+            .as_deref()
+            .and_then(|k| saas_auth::MasterKey::from_hex(k).ok())
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    "no usable auth master key configured; using a key for this process only"
+                );
+                saas_auth::MasterKey::random()
+            });
+        let mut a = saas_auth::AuthConfig::new(key);
+        a.public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind));
+        a.password.min_length = self.password_min_length;
+        a.password.memory_kib = self.password_memory_kib;
+        a.password.iterations = self.password_iterations;
+        a
     }
 
     /// The database connection settings in force.

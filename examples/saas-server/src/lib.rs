@@ -14,6 +14,7 @@ mod routes;
 use std::future::Future;
 use std::sync::Arc;
 
+use saas_auth::mail::{FileMailer, MailJob, Mailer, SmtpMailer};
 use saas_core::CoreError;
 use saas_core::db::{Db, MigrationSet};
 use saas_core::jobs::{JobStore, TenantPurgeHandler, Worker, WorkerConfig};
@@ -26,7 +27,11 @@ pub use config::Config;
 /// Every migration set the server applies, in order.
 #[must_use]
 pub fn migration_sets() -> Vec<MigrationSet> {
-    vec![saas_core::migrations(), saas_audit::migrations()]
+    vec![
+        saas_core::migrations(),
+        saas_audit::migrations(),
+        saas_auth::migrations(),
+    ]
 }
 
 /// The server failed to start or run.
@@ -41,6 +46,9 @@ pub enum ServerError {
     /// Bootstrap failed.
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    /// Identity could not start (signing keys, mailer).
+    #[error(transparent)]
+    Auth(#[from] saas_auth::AuthError),
     /// Binding or serving failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -53,9 +61,12 @@ pub async fn prepare(cfg: &Config) -> Result<AppState, ServerError> {
     saas_core::db::migrate(&db, &migration_sets()).await?;
     let mut cfg = cfg.clone();
     if cfg.audit_key.is_none() {
-        cfg.audit_key = Some(bootstrap::audit_key(&cfg.data_dir)?);
+        cfg.audit_key = Some(bootstrap::key_file(&cfg.data_dir, "audit-checkpoint.key")?);
     }
-    Ok(AppState::new(db, cfg))
+    if cfg.auth_key.is_none() {
+        cfg.auth_key = Some(bootstrap::key_file(&cfg.data_dir, "auth-master.key")?);
+    }
+    Ok(AppState::new(db, cfg).await?)
 }
 
 /// Signs the head of the platform chain and of every tenant chain.
@@ -109,10 +120,26 @@ fn audit_err(e: saas_audit::AuditError) -> ServerError {
 }
 
 /// The job worker the server runs, with the handlers it knows.
-#[must_use]
-pub fn worker(db: &Db) -> Worker {
-    Worker::new(JobStore::new(db.clone()), WorkerConfig::default())
-        .register(Arc::new(TenantPurgeHandler::new(db.clone())))
+///
+/// Mail goes by SMTP when `SAAS_SMTP_URL` is set, else into `.eml` files
+/// under `<data_dir>/mail` (or `SAAS_MAIL_DIR`).
+pub fn worker(state: &AppState) -> Result<Worker, ServerError> {
+    let db = state.db();
+    let cfg = state.config();
+    let mailer: Arc<dyn Mailer> = match &cfg.smtp_url {
+        Some(url) => Arc::new(SmtpMailer::from_url(url, &cfg.mail_from)?),
+        None => Arc::new(FileMailer::new(
+            cfg.mail_dir
+                .clone()
+                .unwrap_or_else(|| cfg.data_dir.join("mail")),
+            &cfg.mail_from,
+        )?),
+    };
+    Ok(
+        Worker::new(JobStore::new(db.clone()), WorkerConfig::default())
+            .register(Arc::new(TenantPurgeHandler::new(db.clone())))
+            .register(Arc::new(MailJob::new(db.clone(), mailer))),
+    )
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes in-flight
@@ -123,14 +150,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = worker(state.db());
+    let worker = worker(&state)?;
     let worker_task = tokio::spawn({
         let rx = stop_rx.clone();
         async move { worker.run(rx).await }
     });
     let db = state.db().clone();
     let checkpoints = tokio::spawn(audit_maintenance(state.clone(), stop_rx.clone()));
-    let app = router(state);
+    let invalidations = tokio::spawn({
+        let auth = state.auth().clone();
+        let rx = stop_rx.clone();
+        async move { auth.listen(rx).await }
+    });
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let mut serve_rx = stop_rx;
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = serve_rx.wait_for(|stop| *stop).await;
@@ -144,6 +176,7 @@ pub async fn serve(
     trigger.abort();
     let _ = worker_task.await;
     let _ = checkpoints.await;
+    let _ = invalidations.await;
     db.close().await;
     tracing::info!("server stopped");
     Ok(result?)

@@ -115,6 +115,53 @@ impl From<CoreError> for ApiError {
     }
 }
 
+impl From<saas_auth::AuthError> for ApiError {
+    fn from(e: saas_auth::AuthError) -> Self {
+        use saas_auth::AuthError as E;
+        let e = match e {
+            E::Core(c) => return c.into(),
+            other => other,
+        };
+        let code = e.code().to_owned();
+        let (status, field) = match &e {
+            E::InvalidCredentials
+            | E::InvalidToken(_)
+            | E::SessionRevoked
+            | E::RefreshReuse
+            | E::InvalidCode => (StatusCode::UNAUTHORIZED, None),
+            E::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
+            E::StepUpRequired | E::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+            E::WeakPassword(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("password".to_owned()),
+            ),
+            E::InvalidLink => (StatusCode::BAD_REQUEST, None),
+            E::NotFound { .. } => (StatusCode::NOT_FOUND, None),
+            E::Validation { field, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Some((*field).to_owned()))
+            }
+            E::Conflict { code, .. } if *code == "mfa_enrolment_required" => {
+                (StatusCode::FORBIDDEN, None)
+            }
+            E::Conflict { .. } => (StatusCode::CONFLICT, None),
+            _ => {
+                tracing::error!(error = %e, "internal error");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "an internal error occurred; quote the correlation id when reporting it",
+                );
+            }
+        };
+        Self {
+            status,
+            code,
+            detail: e.to_string(),
+            field,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();

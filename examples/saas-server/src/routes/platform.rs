@@ -29,6 +29,10 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/api/tenants/{id}/cancel-deletion", post(cancel_deletion))
         .route("/api/jobs/dead", get(dead_jobs))
+        .route(
+            "/api/platform/signing-keys/rotate",
+            post(super::identity::rotate_keys),
+        )
         .route("/api/jobs/dead/{id}/replay", post(replay))
         .route("/api/platform/audit-logs", get(super::audit::platform_list))
         .route(

@@ -32,7 +32,7 @@ both_backends! {
     migrations = saas_server::migration_sets();
 
     async fn every_change_is_in_the_audit_log_and_the_export_verifies_with_platformctl(t) {
-        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), ..Config::default() }).await;
+        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), ..crate::test_config() }).await;
         let a = h.tenant("alpha").await;
         let b = h.tenant("bravo").await;
         let ws = h.call(Method::POST, "/api/workspaces", Some(&a), Some(json!({"name": "Product"}))).await.body["id"].as_str().unwrap().to_string();
@@ -89,7 +89,7 @@ both_backends! {
 
     async fn an_operator_prunes_a_tenants_old_audit_events_into_an_archive(t) {
         let dir = std::env::temp_dir().join(format!("saas-prune-{}", uuid::Uuid::now_v7()));
-        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), data_dir: dir.clone(), ..Config::default() }).await;
+        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), data_dir: dir.clone(), ..crate::test_config() }).await;
         let a = h.tenant("alpha").await;
         for i in 0..3 {
             h.call(Method::POST, "/api/workspaces", Some(&a), Some(json!({"name": format!("w{i}")}))).await;

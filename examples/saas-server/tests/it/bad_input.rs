@@ -43,7 +43,7 @@ both_backends! {
     }
 
     async fn oversized_bodies_are_a_413_problem(t) {
-        let h = Harness::with_config(t, Config { body_limit: 1024, ..Config::default() }).await;
+        let h = Harness::with_config(t, Config { body_limit: 1024, ..crate::test_config() }).await;
         let tenant = h.tenant("acme").await;
         let big = json!({"name": "x".repeat(4096)});
         h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(big.clone())).await

@@ -19,7 +19,7 @@ async fn first_start_bootstraps_serves_over_a_socket_and_shuts_down_gracefully()
     let dir = std::env::temp_dir().join(format!("saas-e2e-{}", uuid::Uuid::now_v7()));
     let cfg = Config {
         data_dir: dir.clone(),
-        ..Config::default()
+        ..crate::test_config()
     };
     let state = saas_server::prepare(&cfg).await.unwrap();
     let boot = saas_server::bootstrap::bootstrap_if_empty(&state, &cfg.data_dir, "default")

@@ -29,12 +29,24 @@ use tower::ServiceExt;
 pub(crate) struct Harness {
     pub(crate) t: TestDb,
     pub(crate) app: Router,
+    pub(crate) state: AppState,
     pub(crate) token: String,
+}
+
+/// The default configuration with cheap argon2 parameters (tests only) and
+/// mail written under a temporary folder.
+pub(crate) fn test_config() -> Config {
+    Config {
+        password_memory_kib: 256,
+        password_iterations: 1,
+        mail_dir: Some(std::env::temp_dir().join(format!("saas-mail-{}", uuid::Uuid::now_v7()))),
+        ..Config::default()
+    }
 }
 
 impl Harness {
     pub(crate) async fn new(t: TestDb) -> Self {
-        Self::with_config(t, Config::default()).await
+        Self::with_config(t, test_config()).await
     }
 
     pub(crate) async fn with_config(t: TestDb, config: Config) -> Self {
@@ -42,12 +54,19 @@ impl Harness {
             .create(&t.platform(), "test operator")
             .await
             .unwrap();
-        let app = saas_server::router(AppState::new(t.db.clone(), config));
+        let state = AppState::new(t.db.clone(), config).await.unwrap();
+        let app = saas_server::router(state.clone());
         Self {
             t,
             app,
+            state,
             token: token.expose().to_string(),
         }
+    }
+
+    /// The server's job worker (mail into a temporary folder).
+    pub(crate) fn worker(&self) -> saas_core::jobs::Worker {
+        saas_server::worker(&self.state).unwrap()
     }
 
     /// Sends a request; `tenant` goes into X-Tenant-Id, `body` is sent as JSON.

@@ -35,7 +35,7 @@ both_backends! {
     }
 
     async fn tenants_resolve_from_a_subdomain_of_the_base_domain(t) {
-        let h = Harness::with_config(t, Config { base_domain: Some("example.test".into()), ..Config::default() }).await;
+        let h = Harness::with_config(t, Config { base_domain: Some("example.test".into()), ..crate::test_config() }).await;
         let a = h.tenant("alpha").await;
         let get = |host: &'static str| {
             Request::get("/api/tenant").header("host", host).header("authorization", format!("Bearer {}", h.token)).body(Body::empty()).unwrap()
@@ -69,7 +69,7 @@ both_backends! {
         let mut tx = h.t.db.begin(&ctx).await.unwrap();
         saas_core::jobs::JobQueue::enqueue(&mut tx, saas_core::jobs::NewJob::new("nobody_handles_this", json!({})).max_attempts(1)).await.unwrap();
         tx.commit().await.unwrap();
-        saas_server::worker(&h.t.db).run_once().await.unwrap();
+        h.worker().run_once().await.unwrap();
         let dead = h.call(Method::GET, "/api/jobs/dead", None, None).await;
         assert_eq!(dead.body.as_array().unwrap().len(), 1, "{}", dead.body);
         let id = dead.body[0]["id"].as_str().unwrap();

@@ -1,0 +1,662 @@
+//! Identity routes (saas-auth): registration, login, MFA, tokens, sessions,
+//! users and memberships, invitations, API keys, service identities, JWKS.
+//!
+//! Public routes only resolve the tenant ([`tenant_only`]); the others sit
+//! behind [`tenant_scope`], so a handler cannot run without an
+//! [`Authenticated`](saas_auth::Authenticated) caller.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use saas_auth::api_keys::{ApiKey, NewApiKey};
+use saas_auth::invitations::{AcceptInvitation, Invitation, NewInvitation};
+use saas_auth::mfa::{MfaSetup, RecoveryCodes};
+use saas_auth::services::{NewService, ServiceIdentity, ServiceToken};
+use saas_auth::sessions::{LoginOutcome, Session, TokenPair};
+use saas_auth::{Me, Member, MemberPatch, NewMember, OrgSettings, Secret, WorkspaceMember};
+use saas_core::{ApiKeyId, ServiceId, UserId, WorkspaceId};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::{Authn, Meta, Platform, PublicTenant, tenant_only, tenant_scope};
+use crate::problem::{ApiError, ApiJson, ApiPath};
+
+/// Routes that resolve the tenant but need no credential.
+pub(crate) fn public_router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/login/mfa", post(login_mfa))
+        .route("/api/auth/login/mfa/setup", post(login_mfa_setup))
+        .route("/api/auth/login/mfa/confirm", post(login_mfa_confirm))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/token", post(service_token))
+        .route("/api/auth/password/forgot", post(forgot_password))
+        .route("/api/auth/password/reset", post(reset_password))
+        .route("/api/auth/verify-email", post(verify_email))
+        .route("/api/auth/invitations/accept", post(accept_invitation))
+        .route_layer(middleware::from_fn_with_state(state, tenant_only))
+}
+
+/// Routes for authenticated callers.
+pub(crate) fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/me", get(me))
+        .route("/api/auth/password", post(change_password))
+        .route("/api/auth/mfa", delete(mfa_disable))
+        .route("/api/auth/mfa/setup", post(mfa_setup))
+        .route("/api/auth/mfa/confirm", post(mfa_confirm))
+        .route("/api/auth/mfa/verify", post(mfa_verify))
+        .route("/api/auth/mfa/recovery-codes", post(recovery_codes))
+        .route("/api/auth/sessions", get(sessions))
+        .route("/api/auth/sessions/{id}", delete(revoke_session))
+        .route("/api/auth/sessions/revoke-others", post(revoke_others))
+        .route("/api/auth/settings", get(settings).put(put_settings))
+        .route("/api/users", get(list_users).post(create_user))
+        .route(
+            "/api/users/{id}",
+            get(read_user).patch(update_user).delete(remove_user),
+        )
+        .route("/api/users/{id}/unlock", post(unlock_user))
+        .route("/api/users/{id}/sessions", delete(revoke_user_sessions))
+        .route("/api/invitations", get(list_invitations).post(invite))
+        .route("/api/invitations/{id}", delete(revoke_invitation))
+        .route("/api/workspaces/{id}/members", get(workspace_members))
+        .route(
+            "/api/workspaces/{id}/members/{user_id}",
+            put(set_workspace_member).delete(remove_workspace_member),
+        )
+        .route("/api/api-keys", get(list_api_keys).post(create_api_key))
+        .route("/api/api-keys/{id}", delete(revoke_api_key))
+        .route(
+            "/api/service-identities",
+            get(list_services).post(create_service),
+        )
+        .route("/api/service-identities/{id}", delete(disable_service))
+        .route_layer(middleware::from_fn_with_state(state, tenant_scope))
+}
+
+/// The public signing keys (no tenant, no credential).
+pub(crate) async fn jwks(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(s.auth().jwks()?))
+}
+
+/// `POST /api/platform/signing-keys/rotate` (operators).
+pub(crate) async fn rotate_keys(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let keep = s.auth().config().access_ttl + chrono::Duration::minutes(5);
+    let kid = s.auth().keys().rotate(&p, keep).await?;
+    Ok(Json(serde_json::json!({ "kid": kid })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Register {
+    email: String,
+    password: String,
+    display_name: String,
+}
+
+async fn register(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Register>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    s.auth()
+        .register(tenant, &b.email, &b.password, &b.display_name, &cid, &meta)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": "check your mail"})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum LoginReply {
+    Tokens(TokenPair),
+    Mfa {
+        mfa_required: bool,
+        challenge: String,
+        enrolment_required: bool,
+    },
+}
+
+async fn login(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Login>,
+) -> Result<Json<LoginReply>, ApiError> {
+    Ok(Json(
+        match s
+            .auth()
+            .login(tenant, &b.email, &b.password, &cid, &meta)
+            .await?
+        {
+            LoginOutcome::Tokens(t) => LoginReply::Tokens(t),
+            LoginOutcome::MfaRequired {
+                challenge,
+                enrolment_required,
+            } => LoginReply::Mfa {
+                mfa_required: true,
+                challenge,
+                enrolment_required,
+            },
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Challenge {
+    challenge: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+fn code_of(c: Option<String>) -> Result<String, ApiError> {
+    c.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "code is required",
+        )
+    })
+}
+
+async fn login_mfa(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Challenge>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let code = code_of(b.code)?;
+    Ok(Json(
+        s.auth()
+            .complete_mfa_login(tenant, &b.challenge, &code, &cid, &meta)
+            .await?,
+    ))
+}
+
+async fn login_mfa_setup(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    ApiJson(b): ApiJson<Challenge>,
+) -> Result<Json<MfaSetup>, ApiError> {
+    Ok(Json(
+        s.auth()
+            .mfa_setup_with_challenge(tenant, &b.challenge, &cid)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct TokensWithCodes {
+    #[serde(flatten)]
+    tokens: TokenPair,
+    recovery_codes: Vec<String>,
+}
+
+async fn login_mfa_confirm(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Challenge>,
+) -> Result<Json<TokensWithCodes>, ApiError> {
+    let code = code_of(b.code)?;
+    let (tokens, codes) = s
+        .auth()
+        .mfa_confirm_with_challenge(tenant, &b.challenge, &code, &cid, &meta)
+        .await?;
+    Ok(Json(TokensWithCodes {
+        tokens,
+        recovery_codes: codes.recovery_codes,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refresh {
+    refresh_token: String,
+}
+
+async fn refresh(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Refresh>,
+) -> Result<Json<TokenPair>, ApiError> {
+    Ok(Json(
+        s.auth()
+            .refresh(tenant, &b.refresh_token, &cid, &meta)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCredentials {
+    grant_type: String,
+    client_id: String,
+    client_secret: String,
+}
+
+async fn service_token(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    ApiJson(b): ApiJson<ClientCredentials>,
+) -> Result<Json<ServiceToken>, ApiError> {
+    if b.grant_type != "client_credentials" {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        ));
+    }
+    Ok(Json(
+        s.auth()
+            .service_token(tenant, &b.client_id, &b.client_secret, &cid)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Forgot {
+    email: String,
+}
+
+async fn forgot_password(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Forgot>,
+) -> Result<StatusCode, ApiError> {
+    s.auth()
+        .forgot_password(tenant, &b.email, &cid, &meta)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reset {
+    token: String,
+    password: String,
+}
+
+async fn reset_password(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Reset>,
+) -> Result<StatusCode, ApiError> {
+    s.auth()
+        .reset_password(tenant, &b.token, &b.password, &cid, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Token {
+    token: String,
+}
+
+async fn verify_email(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    ApiJson(b): ApiJson<Token>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().verify_email(tenant, &b.token, &cid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn accept_invitation(
+    State(s): State<AppState>,
+    PublicTenant(tenant, cid): PublicTenant,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<AcceptInvitation>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = s.auth().accept_invitation(tenant, b, &cid, &meta).await?;
+    Ok(Json(serde_json::json!({ "user_id": user })))
+}
+
+async fn logout(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+) -> Result<StatusCode, ApiError> {
+    s.auth().logout(&who, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(s): State<AppState>, Authn(who): Authn) -> Result<Json<Me>, ApiError> {
+    Ok(Json(s.auth().me(&who).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<ChangePassword>,
+) -> Result<StatusCode, ApiError> {
+    s.auth()
+        .change_password(&who, &b.current_password, &b.new_password, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn mfa_setup(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+) -> Result<Json<MfaSetup>, ApiError> {
+    Ok(Json(s.auth().mfa_setup(&who).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Code {
+    code: String,
+}
+
+async fn mfa_confirm(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Code>,
+) -> Result<Json<RecoveryCodes>, ApiError> {
+    Ok(Json(s.auth().mfa_confirm(&who, &b.code, &meta).await?))
+}
+
+async fn mfa_verify(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<Code>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = s.auth().step_up(&who, &b.code, &meta).await?;
+    Ok(Json(serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": s.auth().config().access_ttl.num_seconds(),
+    })))
+}
+
+async fn mfa_disable(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+) -> Result<StatusCode, ApiError> {
+    s.auth().mfa_disable(&who, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn recovery_codes(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+) -> Result<Json<RecoveryCodes>, ApiError> {
+    Ok(Json(s.auth().regenerate_recovery_codes(&who, &meta).await?))
+}
+
+async fn sessions(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+) -> Result<Json<Vec<Session>>, ApiError> {
+    Ok(Json(s.auth().sessions(&who).await?))
+}
+
+async fn revoke_session(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().revoke_session(&who, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke_others(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = s.auth().revoke_other_sessions(&who, &meta).await?;
+    Ok(Json(serde_json::json!({ "revoked": n })))
+}
+
+async fn settings(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+) -> Result<Json<OrgSettings>, ApiError> {
+    Ok(Json(s.auth().org_settings(&who).await?))
+}
+
+async fn put_settings(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<OrgSettings>,
+) -> Result<Json<OrgSettings>, ApiError> {
+    Ok(Json(s.auth().set_org_settings(&who, b, &meta).await?))
+}
+
+async fn list_users(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+) -> Result<Json<Vec<Member>>, ApiError> {
+    Ok(Json(s.auth().list_members(&who).await?))
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<NewMember>,
+) -> Result<(StatusCode, Json<Member>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.auth().provision_member(&who, b, &meta).await?),
+    ))
+}
+
+async fn read_user(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    ApiPath(id): ApiPath<UserId>,
+) -> Result<Json<Member>, ApiError> {
+    Ok(Json(s.auth().get_member(&who, id).await?))
+}
+
+async fn update_user(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<UserId>,
+    ApiJson(b): ApiJson<MemberPatch>,
+) -> Result<Json<Member>, ApiError> {
+    Ok(Json(s.auth().update_member(&who, id, b, &meta).await?))
+}
+
+async fn remove_user(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<UserId>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().remove_member(&who, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unlock_user(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<UserId>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().unlock_member(&who, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke_user_sessions(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<UserId>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = s.auth().revoke_member_sessions(&who, id, &meta).await?;
+    Ok(Json(serde_json::json!({ "revoked": n })))
+}
+
+async fn list_invitations(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+) -> Result<Json<Vec<Invitation>>, ApiError> {
+    Ok(Json(s.auth().list_invitations(&who).await?))
+}
+
+async fn invite(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<NewInvitation>,
+) -> Result<(StatusCode, Json<Invitation>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.auth().invite(&who, b, &meta).await?),
+    ))
+}
+
+async fn revoke_invitation(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().revoke_invitation(&who, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn workspace_members(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    ApiPath(id): ApiPath<WorkspaceId>,
+) -> Result<Json<Vec<WorkspaceMember>>, ApiError> {
+    Ok(Json(s.auth().workspace_members(&who, id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Role {
+    role: String,
+}
+
+async fn set_workspace_member(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath((ws, user)): ApiPath<(WorkspaceId, UserId)>,
+    ApiJson(b): ApiJson<Role>,
+) -> Result<Json<WorkspaceMember>, ApiError> {
+    Ok(Json(
+        s.auth()
+            .set_workspace_role(&who, ws, user, &b.role, &meta)
+            .await?,
+    ))
+}
+
+async fn remove_workspace_member(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath((ws, user)): ApiPath<(WorkspaceId, UserId)>,
+) -> Result<StatusCode, ApiError> {
+    s.auth()
+        .remove_workspace_member(&who, ws, user, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_api_keys(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+) -> Result<Json<Vec<ApiKey>>, ApiError> {
+    Ok(Json(s.auth().list_api_keys(&who).await?))
+}
+
+#[derive(Debug, Serialize)]
+struct Created<T> {
+    #[serde(flatten)]
+    item: T,
+    /// Shown once.
+    secret: Secret,
+}
+
+async fn create_api_key(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<NewApiKey>,
+) -> Result<(StatusCode, Json<Created<ApiKey>>), ApiError> {
+    let (item, secret) = s.auth().create_api_key(&who, b, &meta).await?;
+    Ok((StatusCode::CREATED, Json(Created { item, secret })))
+}
+
+async fn revoke_api_key(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<ApiKeyId>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().revoke_api_key(&who, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_services(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+) -> Result<Json<Vec<ServiceIdentity>>, ApiError> {
+    Ok(Json(s.auth().list_services(&who).await?))
+}
+
+async fn create_service(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiJson(b): ApiJson<NewService>,
+) -> Result<(StatusCode, Json<Created<ServiceIdentity>>), ApiError> {
+    let (item, secret) = s.auth().create_service(&who, b, &meta).await?;
+    Ok((StatusCode::CREATED, Json(Created { item, secret })))
+}
+
+async fn disable_service(
+    State(s): State<AppState>,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<ServiceId>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().disable_service(&who, id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

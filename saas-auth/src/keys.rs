@@ -1,0 +1,410 @@
+//! Signing keys and JWT access tokens.
+//!
+//! Access tokens are EdDSA (Ed25519) JWTs. Keys live in `auth_signing_keys`,
+//! their private half sealed under the [`MasterKey`]. [`KeyRing::rotate`] makes
+//! a new key the signer; the old ones stay in the JWKS and keep verifying until
+//! every token they signed has expired. Verification pins the algorithm, the
+//! issuer and the audience, needs a known `kid`, and checks `exp` and `nbf`
+//! against the injected clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use saas_core::PlatformContext;
+use saas_core::change::{Change, ChangeBy};
+use saas_core::db::Db;
+use saas_core::db::sea_query::{Expr, ExprTrait, Order, Query};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuthError;
+use crate::secret::MasterKey;
+
+const TABLE: &str = "auth_signing_keys";
+/// Clock skew tolerated on `nbf` and `exp`, in seconds.
+const LEEWAY_SECS: i64 = 30;
+
+/// The claims of every token this crate signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Subject: the user or service identity id.
+    pub sub: String,
+    /// Tenant the token is valid in.
+    pub tid: uuid::Uuid,
+    /// Session id (user tokens and MFA challenges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<uuid::Uuid>,
+    /// `user`, `service` or `mfa_challenge`.
+    pub typ: String,
+    /// Authentication methods: `pwd`, `otp`, `client_secret`.
+    pub amr: Vec<String>,
+    /// When MFA was last verified in this session (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_at: Option<i64>,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expires.
+    pub exp: i64,
+    /// Token id.
+    pub jti: String,
+}
+
+struct Verifier {
+    key: DecodingKey,
+    public: [u8; 32],
+    verify_until: Option<DateTime<Utc>>,
+}
+
+struct Ring {
+    signer: Option<(String, EncodingKey)>,
+    verifiers: HashMap<String, Verifier>,
+    loaded_at: DateTime<Utc>,
+}
+
+/// The signing keys: signs and verifies tokens, serves the JWKS.
+#[derive(Clone)]
+pub struct KeyRing {
+    db: Db,
+    master: MasterKey,
+    pctx: PlatformContext,
+    issuer: String,
+    audience: String,
+    ring: Arc<RwLock<Ring>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_poisoned() -> AuthError {
+    AuthError::Crypto("key ring lock poisoned".into())
+}
+
+impl KeyRing {
+    /// Loads the keys, creating the first one if there is none.
+    pub async fn load(
+        db: Db,
+        master: MasterKey,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Result<Self, AuthError> {
+        let ring = Self {
+            pctx: PlatformContext::system("signing key management"),
+            db,
+            master,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ring: Arc::new(RwLock::new(Ring {
+                signer: None,
+                verifiers: HashMap::new(),
+                loaded_at: DateTime::<Utc>::MIN_UTC,
+            })),
+        };
+        ring.reload().await?;
+        let has_signer = ring
+            .ring
+            .read()
+            .map_err(|_| lock_poisoned())?
+            .signer
+            .is_some();
+        if !has_signer {
+            let pctx = ring.pctx.clone();
+            ring.insert_key(&pctx, Duration::zero(), false).await?;
+        }
+        Ok(ring)
+    }
+
+    /// Re-reads the keys from the database (after a rotation on another replica).
+    pub async fn reload(&self) -> Result<(), AuthError> {
+        let mut tx = self.db.begin_platform(&self.pctx).await?;
+        let now = tx.now();
+        let rows = tx
+            .fetch_all(
+                Query::select()
+                    .columns([
+                        "kid",
+                        "private_key",
+                        "public_key",
+                        "retired_at",
+                        "verify_until",
+                    ])
+                    .from(TABLE)
+                    .cond_where(
+                        Expr::col("verify_until")
+                            .is_null()
+                            .or(Expr::col("verify_until").gt(now)),
+                    )
+                    .order_by("created_at", Order::Asc),
+            )
+            .await?;
+        tx.commit().await?;
+        let mut signer = None;
+        let mut verifiers = HashMap::new();
+        for row in rows {
+            let kid: String = row.get("kid")?;
+            let public: Vec<u8> = row.get("public_key")?;
+            let public: [u8; 32] = public
+                .try_into()
+                .map_err(|_| AuthError::Crypto("stored public key is not 32 bytes".into()))?;
+            let retired: Option<DateTime<Utc>> = row.get("retired_at")?;
+            let verify_until: Option<DateTime<Utc>> = row.get("verify_until")?;
+            if retired.is_none() {
+                let sealed: Vec<u8> = row.get("private_key")?;
+                let der = self.master.open(&sealed)?;
+                signer = Some((kid.clone(), EncodingKey::from_ed_der(&der)));
+            }
+            verifiers.insert(
+                kid,
+                Verifier {
+                    key: DecodingKey::from_ed_der(&public),
+                    public,
+                    verify_until,
+                },
+            );
+        }
+        let mut ring = self.ring.write().map_err(|_| lock_poisoned())?;
+        ring.signer = signer;
+        ring.verifiers = verifiers;
+        ring.loaded_at = now;
+        Ok(())
+    }
+
+    async fn insert_key(
+        &self,
+        pctx: &PlatformContext,
+        keep_old_for: Duration,
+        audit: bool,
+    ) -> Result<String, AuthError> {
+        let mut seed = [0u8; 32];
+        rand::fill(&mut seed);
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| AuthError::Crypto(format!("pkcs8: {e}")))?;
+        let sealed = self.master.seal(der.as_bytes())?;
+        let public = key.verifying_key().to_bytes().to_vec();
+        let kid = uuid::Uuid::now_v7().simple().to_string();
+        let mut tx = self.db.begin_platform(pctx).await?;
+        let now = tx.now();
+        tx.execute(
+            Query::update()
+                .table(TABLE)
+                .value("retired_at", now)
+                .value("verify_until", now + keep_old_for)
+                .and_where(Expr::col("retired_at").is_null()),
+        )
+        .await?;
+        tx.execute(
+            Query::insert()
+                .into_table(TABLE)
+                .columns(["kid", "alg", "private_key", "public_key", "created_at"])
+                .values([
+                    kid.clone().into(),
+                    "EdDSA".into(),
+                    sealed.into(),
+                    public.into(),
+                    now.into(),
+                ])
+                .map_err(|e| AuthError::Crypto(e.to_string()))?,
+        )
+        .await?;
+        if audit {
+            tx.record_change(Change {
+                by: ChangeBy::Platform(pctx),
+                action: "auth.signing_key.rotate",
+                target_kind: "signing_key",
+                target_id: Some(kid.clone()),
+                details: serde_json::json!({"old_keys_verify_for_secs": keep_old_for.num_seconds()}),
+            })
+            .await?;
+        }
+        crate::cache::notify(&mut tx, "keys").await?;
+        tx.commit().await?;
+        self.reload().await?;
+        Ok(kid)
+    }
+
+    /// Makes a new key the signer. Old keys keep verifying for `keep_old_for`
+    /// (at least the access-token lifetime), then leave the JWKS. Audited on
+    /// the platform chain.
+    pub async fn rotate(
+        &self,
+        pctx: &PlatformContext,
+        keep_old_for: Duration,
+    ) -> Result<String, AuthError> {
+        self.insert_key(pctx, keep_old_for, true).await
+    }
+
+    /// The public keys as a JWKS document.
+    pub fn jwks(&self) -> Result<serde_json::Value, AuthError> {
+        let ring = self.ring.read().map_err(|_| lock_poisoned())?;
+        let mut keys: Vec<_> = ring
+            .verifiers
+            .iter()
+            .map(|(kid, v)| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": "EdDSA",
+                    "use": "sig",
+                    "kid": kid,
+                    "x": URL_SAFE_NO_PAD.encode(v.public),
+                })
+            })
+            .collect();
+        keys.sort_by(|a, b| a["kid"].as_str().cmp(&b["kid"].as_str()));
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    /// The issuer tokens carry.
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Signs `claims` with the current key.
+    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+        let ring = self.ring.read().map_err(|_| lock_poisoned())?;
+        let (kid, key) = ring
+            .signer
+            .as_ref()
+            .ok_or_else(|| AuthError::Crypto("no signing key".into()))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, key).map_err(|e| AuthError::Crypto(e.to_string()))
+    }
+
+    /// Claims for a new token issued now.
+    pub(crate) fn claims(
+        &self,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        typ: &str,
+        sub: String,
+        tid: uuid::Uuid,
+    ) -> Claims {
+        Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub,
+            tid,
+            sid: None,
+            typ: typ.into(),
+            amr: Vec::new(),
+            mfa_at: None,
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: (now + ttl).timestamp(),
+            jti: uuid::Uuid::now_v7().simple().to_string(),
+        }
+    }
+
+    /// Verifies a token's signature, algorithm, issuer, audience and times.
+    /// A `kid` this replica does not know triggers one reload (rate-limited),
+    /// so keys rotated elsewhere are picked up.
+    pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, AuthError> {
+        match self.verify_loaded(token, now) {
+            Err(AuthError::InvalidToken("unknown key")) => {
+                let stale = {
+                    let ring = self.ring.read().map_err(|_| lock_poisoned())?;
+                    now - ring.loaded_at > Duration::seconds(5)
+                };
+                if stale {
+                    self.reload().await?;
+                    self.verify_loaded(token, now)
+                } else {
+                    Err(AuthError::InvalidToken("unknown key"))
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Verification against the keys in memory only (no I/O).
+    pub fn verify_loaded(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AuthError::InvalidToken("algorithm not accepted"));
+        }
+        let kid = header.kid.ok_or(AuthError::InvalidToken("no key id"))?;
+        let ring = self.ring.read().map_err(|_| lock_poisoned())?;
+        let verifier = ring
+            .verifiers
+            .get(&kid)
+            .ok_or(AuthError::InvalidToken("unknown key"))?;
+        if verifier.verify_until.is_some_and(|t| t <= now) {
+            return Err(AuthError::InvalidToken("unknown key"));
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &verifier.key, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                    AuthError::InvalidToken("wrong issuer")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                    AuthError::InvalidToken("wrong audience")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    AuthError::InvalidToken("bad signature")
+                }
+                _ => AuthError::InvalidToken("malformed"),
+            },
+        )?;
+        let claims = data.claims;
+        let t = now.timestamp();
+        if claims.exp <= t - LEEWAY_SECS {
+            return Err(AuthError::InvalidToken("expired"));
+        }
+        if claims.nbf > t + LEEWAY_SECS {
+            return Err(AuthError::InvalidToken("not yet valid"));
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_round_trip_as_json() {
+        let c = Claims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "s".into(),
+            tid: uuid::Uuid::nil(),
+            sid: None,
+            typ: "user".into(),
+            amr: vec!["pwd".into()],
+            mfa_at: None,
+            iat: 1,
+            nbf: 1,
+            exp: 2,
+            jti: "j".into(),
+        };
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(v.get("sid").is_none());
+        assert_eq!(serde_json::from_value::<Claims>(v).unwrap(), c);
+    }
+}
