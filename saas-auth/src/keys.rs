@@ -249,12 +249,15 @@ impl KeyRing {
         self.insert_key(pctx, keep_old_for, true).await
     }
 
-    /// The public keys as a JWKS document.
+    /// The public keys as a JWKS document: the signer and every retired key
+    /// whose tokens may still be live.
     pub fn jwks(&self) -> Result<serde_json::Value, AuthError> {
+        let now = self.db.clock().now();
         let ring = self.ring.read().map_err(|_| lock_poisoned())?;
         let mut keys: Vec<_> = ring
             .verifiers
             .iter()
+            .filter(|(_, v)| v.verify_until.is_none_or(|t| t > now))
             .map(|(kid, v)| {
                 serde_json::json!({
                     "kty": "OKP",

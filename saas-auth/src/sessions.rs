@@ -5,7 +5,7 @@
 //! token is opaque, stored as SHA-256, and rotated on every use; using one a
 //! second time (a stolen copy, or a replay) revokes the whole session. Access
 //! tokens are short-lived JWTs naming the session, and every request checks
-//! that the session is still live (cached, see [`crate::cache`]), so a
+//! that the session is still live (cached; see [`Auth::listen`](crate::Auth::listen)), so a
 //! revocation takes effect on the next request.
 
 use chrono::{DateTime, Utc};
@@ -820,7 +820,7 @@ impl Auth {
                 state
             }
         };
-        if state.tenant != tenant || !state.live_until.is_some_and(|t| t > now) {
+        if state.tenant != tenant || state.live_until.is_none_or(|t| t <= now) {
             return Err(AuthError::SessionRevoked);
         }
         Ok(())

@@ -415,6 +415,42 @@ impl Inspector {
         }
     }
 
+    /// Every row of `table` rendered as one line of text (uuids in both their
+    /// hyphenated and hex forms appear as the backend renders them): for
+    /// proving that a value appears nowhere in a table.
+    pub async fn row_texts(&self, table: &str) -> Vec<String> {
+        match self {
+            Self::Sqlite(p) => {
+                let cols: Vec<String> = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{table}')"
+                )))
+                .fetch_all(p)
+                .await
+                .expect("columns")
+                .iter()
+                .map(|r| format!("quote(\"{}\")", r.get::<String, _>("name")))
+                .collect();
+                let sql = format!("SELECT {} AS t FROM \"{table}\"", cols.join(" || '|' || "));
+                sqlx::query(AssertSqlSafe(sql))
+                    .fetch_all(p)
+                    .await
+                    .expect("rows")
+                    .iter()
+                    .map(|r| r.get::<String, _>("t"))
+                    .collect()
+            }
+            Self::Postgres(p) => sqlx::query(AssertSqlSafe(format!(
+                "SELECT x::text AS t FROM \"{table}\" x"
+            )))
+            .fetch_all(p)
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| r.get::<String, _>("t"))
+            .collect(),
+        }
+    }
+
     /// Runs a statement as a superuser would (tamper and probe tests).
     pub async fn execute(&self, sql: &str) -> u64 {
         match self {

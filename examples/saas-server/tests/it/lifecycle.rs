@@ -112,3 +112,166 @@ both_backends! {
         assert!(listed.body.as_array().unwrap().iter().all(|t| t["id"] != id.as_str()));
     }
 }
+
+/// Identity routes that need no credential (they resolve the tenant only).
+fn public_identity_routes() -> Vec<(Method, &'static str, Option<Value>)> {
+    let creds = Some(json!({"email": "a@example.com", "password": "correct horse battery"}));
+    vec![
+        (
+            Method::POST,
+            "/api/auth/register",
+            Some(
+                json!({"email": "a@example.com", "password": "correct horse battery", "display_name": "A"}),
+            ),
+        ),
+        (Method::POST, "/api/auth/login", creds),
+        (
+            Method::POST,
+            "/api/auth/login/mfa",
+            Some(json!({"challenge": "x", "code": "123456"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/login/mfa/setup",
+            Some(json!({"challenge": "x"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/login/mfa/confirm",
+            Some(json!({"challenge": "x", "code": "123456"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": "srt_x"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/token",
+            Some(
+                json!({"grant_type": "client_credentials", "client_id": "x", "client_secret": "y"}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/auth/password/forgot",
+            Some(json!({"email": "a@example.com"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/password/reset",
+            Some(json!({"token": "rst_x", "password": "correct horse battery"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/verify-email",
+            Some(json!({"token": "evt_x"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/invitations/accept",
+            Some(json!({"token": "inv_x", "password": "correct horse battery"})),
+        ),
+    ]
+}
+
+/// Identity routes behind authentication (`{id}` is any id).
+fn identity_routes() -> Vec<(Method, &'static str, Option<Value>)> {
+    vec![
+        (Method::POST, "/api/auth/logout", None),
+        (Method::GET, "/api/auth/me", None),
+        (
+            Method::POST,
+            "/api/auth/password",
+            Some(json!({"current_password": "a", "new_password": "b"})),
+        ),
+        (Method::DELETE, "/api/auth/mfa", None),
+        (Method::POST, "/api/auth/mfa/setup", None),
+        (
+            Method::POST,
+            "/api/auth/mfa/confirm",
+            Some(json!({"code": "123456"})),
+        ),
+        (
+            Method::POST,
+            "/api/auth/mfa/verify",
+            Some(json!({"code": "123456"})),
+        ),
+        (Method::POST, "/api/auth/mfa/recovery-codes", None),
+        (Method::GET, "/api/auth/sessions", None),
+        (Method::DELETE, "/api/auth/sessions/{id}", None),
+        (Method::POST, "/api/auth/sessions/revoke-others", None),
+        (Method::GET, "/api/auth/settings", None),
+        (
+            Method::PUT,
+            "/api/auth/settings",
+            Some(json!({"mfa_required": false, "open_signup": false})),
+        ),
+        (Method::GET, "/api/users", None),
+        (
+            Method::POST,
+            "/api/users",
+            Some(json!({"email": "a@example.com", "display_name": "A", "role": "member"})),
+        ),
+        (Method::GET, "/api/users/{id}", None),
+        (
+            Method::PATCH,
+            "/api/users/{id}",
+            Some(json!({"display_name": "B"})),
+        ),
+        (Method::DELETE, "/api/users/{id}", None),
+        (Method::POST, "/api/users/{id}/unlock", None),
+        (Method::DELETE, "/api/users/{id}/sessions", None),
+        (Method::GET, "/api/invitations", None),
+        (
+            Method::POST,
+            "/api/invitations",
+            Some(json!({"email": "a@example.com", "role": "member"})),
+        ),
+        (Method::DELETE, "/api/invitations/{id}", None),
+        (Method::GET, "/api/workspaces/{id}/members", None),
+        (
+            Method::PUT,
+            "/api/workspaces/{id}/members/{id}",
+            Some(json!({"role": "admin"})),
+        ),
+        (Method::DELETE, "/api/workspaces/{id}/members/{id}", None),
+        (Method::GET, "/api/api-keys", None),
+        (
+            Method::POST,
+            "/api/api-keys",
+            Some(json!({"name": "k", "scopes": []})),
+        ),
+        (Method::DELETE, "/api/api-keys/{id}", None),
+        (Method::GET, "/api/service-identities", None),
+        (
+            Method::POST,
+            "/api/service-identities",
+            Some(json!({"name": "s", "roles": ["member"]})),
+        ),
+        (Method::DELETE, "/api/service-identities/{id}", None),
+    ]
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn a_suspended_tenant_refuses_every_identity_route_public_or_not(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        h.call(Method::POST, &format!("/api/tenants/{tenant}/suspend"), None, Some(json!({"reason": "unpaid"}))).await;
+        let id = uuid::Uuid::now_v7().to_string();
+        for (m, path, body) in public_identity_routes() {
+            h.call_as(None, m, path, Some(&tenant), body).await
+                .assert_problem(StatusCode::FORBIDDEN, "tenant_suspended");
+        }
+        for (m, path, body) in identity_routes() {
+            let path = path.replace("{id}", &id);
+            h.call(m.clone(), &path, Some(&tenant), body.clone()).await
+                .assert_problem(StatusCode::FORBIDDEN, "tenant_suspended");
+            // Without a credential the answer is 401 before the tenant is even looked up.
+            h.call_as(None, m, &path, Some(&tenant), body).await
+                .assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+        }
+    }
+}
