@@ -6,7 +6,6 @@
 //! issued at confirmation, stored as SHA-256, each usable once. Every MFA
 //! flow runs in the tenant's transaction with its audit event.
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use saas_audit::{Outcome, Target};
 use saas_core::db::Tx;
@@ -49,20 +48,21 @@ fn normalize_recovery(code: &str) -> String {
         .collect()
 }
 
+/// 16 characters from an alphabet without look-alikes (about 79 bits),
+/// grouped by four.
 fn new_recovery_code() -> String {
-    let mut bytes = [0u8; 10];
-    rand::fill(&mut bytes);
-    let s = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(bytes)
-        .to_lowercase()
-        .replace(['-', '_'], "x");
-    let s: String = s.chars().take(16).collect();
-    let parts: Vec<String> = s
-        .as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let chars: Vec<char> = (0..16)
+        .map(|_| {
+            let i = rand::random_range(0..ALPHABET.len());
+            ALPHABET.get(i).copied().map_or('a', char::from)
+        })
         .collect();
-    parts.join("-")
+    chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 impl Auth {

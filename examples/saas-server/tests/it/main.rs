@@ -14,6 +14,7 @@ mod bad_input;
 mod e2e;
 mod identity;
 mod lifecycle;
+mod mail;
 mod tenancy;
 mod tokens;
 
