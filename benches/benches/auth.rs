@@ -1,13 +1,18 @@
 //! Identity on the hot path and under load:
 //!
-//! - `authenticate_access_token`: EdDSA JWT verification plus the session
-//!   liveness check (warm cache) and `TenantContext` construction;
+//! - `verify_access_token_signature_cold`: the full EdDSA JWT verification a
+//!   token gets the first time it is seen (signature, claims, key, times);
+//! - `authenticate_access_token_warm`: `Auth::authenticate` for a token seen
+//!   before: verified-token cache, key and time checks, session liveness
+//!   (warm cache) and `TenantContext` construction;
 //! - `authenticate_api_key`: an API key with a warm cache;
 //! - `refresh_rotation_postgres`: refresh-token rotations per second against
 //!   PostgreSQL, 16 sessions rotating concurrently;
 //! - `password`: one argon2id verification at OWASP settings (19 MiB, t=2,
 //!   p=1) alone, then whole logins with 4 in flight, so login throughput can be
-//!   read as a fraction of the limit hashing alone sets (cores / hash time).
+//!   read as a fraction of the limit hashing alone sets (cores / hash time);
+//!   and a failed login for a wrong password beside one for an unknown
+//!   account (they should take the same time).
 //!
 //! Run: `cargo bench -p saas-benches --bench auth`
 
@@ -38,6 +43,9 @@ async fn auth_on(t: &TestDb, policy: PasswordPolicy) -> Auth {
         saas_audit::AuditLog::new(t.db.clone(), saas_audit::CheckpointSigner::random("bench"));
     let mut cfg = AuthConfig::new(MasterKey::random());
     cfg.password = policy;
+    // The failure benches must not lock themselves out.
+    cfg.throttle.account_failures = i32::MAX;
+    cfg.throttle.ip_failures = i32::MAX;
     Auth::new(t.db.clone(), audit, cfg).await.unwrap()
 }
 
@@ -139,7 +147,14 @@ fn bench(c: &mut Criterion) {
     group
         .sample_size(200)
         .measurement_time(Duration::from_secs(6));
-    group.bench_function("authenticate_access_token", |b| {
+    let now = chrono::Utc::now();
+    group.bench_function("verify_access_token_signature_cold", |b| {
+        b.iter(|| {
+            let claims = auth.keys().verify_loaded(&access, now).unwrap();
+            assert_eq!(claims.tid, ctx.tenant().as_uuid());
+        })
+    });
+    group.bench_function("authenticate_access_token_warm", |b| {
         b.to_async(&rt).iter(|| async {
             let who = auth
                 .authenticate(ctx.tenant(), &access, &cid)
@@ -240,6 +255,35 @@ fn bench(c: &mut Criterion) {
         let (ctx, emails) = org(&t, &auth, "login", 8).await;
         (t, auth, ctx, Arc::new(emails))
     });
+    let one = emails[0].clone();
+    for (name, email, password) in [
+        (
+            "login_failure_wrong_password",
+            one.as_str(),
+            "wrong password",
+        ),
+        (
+            "login_failure_unknown_account",
+            "nobody@login.example",
+            "wrong password",
+        ),
+    ] {
+        let (auth, ctx) = (&auth, &ctx);
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async move {
+                let r = auth
+                    .login(
+                        ctx.tenant(),
+                        email,
+                        password,
+                        &CorrelationId::generate(),
+                        &ClientMeta::default(),
+                    )
+                    .await;
+                assert!(matches!(r, Err(saas_auth::AuthError::InvalidCredentials)));
+            })
+        });
+    }
     group.bench_function("login_postgres_4_in_flight", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (auth, emails, ctx) = (auth.clone(), emails.clone(), ctx.clone());

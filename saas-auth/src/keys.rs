@@ -20,6 +20,7 @@ use saas_core::change::{Change, ChangeBy};
 use saas_core::db::Db;
 use saas_core::db::sea_query::{Expr, ExprTrait, Order, Query};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::AuthError;
 use crate::secret::MasterKey;
@@ -72,6 +73,11 @@ struct Ring {
 }
 
 /// The signing keys: signs and verifies tokens, serves the JWKS.
+///
+/// A token whose signature was verified once is remembered (by the SHA-256
+/// of the whole token) until it expires, so the many requests a client makes
+/// with one access token pay for the signature check once; the key, the
+/// times and the session are still checked on every use.
 #[derive(Clone)]
 pub struct KeyRing {
     db: Db,
@@ -80,6 +86,8 @@ pub struct KeyRing {
     issuer: String,
     audience: String,
     ring: Arc<RwLock<Ring>>,
+    validation: Arc<Validation>,
+    verified: moka::sync::Cache<[u8; 32], Arc<(String, Claims)>>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -102,12 +110,24 @@ impl KeyRing {
         issuer: impl Into<String>,
         audience: impl Into<String>,
     ) -> Result<Self, AuthError> {
+        let (issuer, audience) = (issuer.into(), audience.into());
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let ring = Self {
             pctx: PlatformContext::system("signing key management"),
             db,
             master,
-            issuer: issuer.into(),
-            audience: audience.into(),
+            issuer,
+            audience,
+            validation: Arc::new(validation),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(15 * 60))
+                .build(),
             ring: Arc::new(RwLock::new(Ring {
                 signer: None,
                 verifiers: HashMap::new(),
@@ -123,7 +143,9 @@ impl KeyRing {
             .is_some();
         if !has_signer {
             let pctx = ring.pctx.clone();
-            ring.insert_key(&pctx, Duration::zero(), false).await?;
+            // No retirement here: a replica starting at the same moment may
+            // add its own first key; both stay valid signers' keys.
+            ring.insert_key(&pctx, None).await?;
         }
         Ok(ring)
     }
@@ -183,11 +205,12 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Adds a key that becomes the signer. With `retire`, every older key
+    /// stops signing and verifies for that long (a rotation, audited).
     async fn insert_key(
         &self,
         pctx: &PlatformContext,
-        keep_old_for: Duration,
-        audit: bool,
+        retire: Option<Duration>,
     ) -> Result<String, AuthError> {
         let mut seed = [0u8; 32];
         rand::fill(&mut seed);
@@ -200,14 +223,16 @@ impl KeyRing {
         let kid = uuid::Uuid::now_v7().simple().to_string();
         let mut tx = self.db.begin_platform(pctx).await?;
         let now = tx.now();
-        tx.execute(
-            Query::update()
-                .table(TABLE)
-                .value("retired_at", now)
-                .value("verify_until", now + keep_old_for)
-                .and_where(Expr::col("retired_at").is_null()),
-        )
-        .await?;
+        if let Some(keep_old_for) = retire {
+            tx.execute(
+                Query::update()
+                    .table(TABLE)
+                    .value("retired_at", now)
+                    .value("verify_until", now + keep_old_for)
+                    .and_where(Expr::col("retired_at").is_null()),
+            )
+            .await?;
+        }
         tx.execute(
             Query::insert()
                 .into_table(TABLE)
@@ -222,7 +247,7 @@ impl KeyRing {
                 .map_err(|e| AuthError::Crypto(e.to_string()))?,
         )
         .await?;
-        if audit {
+        if let Some(keep_old_for) = retire {
             tx.record_change(Change {
                 by: ChangeBy::Platform(pctx),
                 action: "auth.signing_key.rotate",
@@ -246,7 +271,7 @@ impl KeyRing {
         pctx: &PlatformContext,
         keep_old_for: Duration,
     ) -> Result<String, AuthError> {
-        self.insert_key(pctx, keep_old_for, true).await
+        self.insert_key(pctx, Some(keep_old_for)).await
     }
 
     /// The public keys as a JWKS document: the signer and every retired key
@@ -321,25 +346,41 @@ impl KeyRing {
     /// A `kid` this replica does not know triggers one reload (rate-limited),
     /// so keys rotated elsewhere are picked up.
     pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, AuthError> {
-        match self.verify_loaded(token, now) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.verified.get(&digest) {
+            self.accept(&hit.0, &hit.1, now)?;
+            return Ok(hit.1.clone());
+        }
+        let (kid, claims) = match self.verify_signature(token) {
             Err(AuthError::InvalidToken("unknown key")) => {
                 let stale = {
                     let ring = self.ring.read().map_err(|_| lock_poisoned())?;
                     now - ring.loaded_at > Duration::seconds(5)
                 };
-                if stale {
-                    self.reload().await?;
-                    self.verify_loaded(token, now)
-                } else {
-                    Err(AuthError::InvalidToken("unknown key"))
+                if !stale {
+                    return Err(AuthError::InvalidToken("unknown key"));
                 }
+                self.reload().await?;
+                self.verify_signature(token)?
             }
-            other => other,
-        }
+            other => other?,
+        };
+        self.accept(&kid, &claims, now)?;
+        self.verified
+            .insert(digest, Arc::new((kid, claims.clone())));
+        Ok(claims)
     }
 
-    /// Verification against the keys in memory only (no I/O).
+    /// Full verification against the keys in memory, without the cache
+    /// (no I/O): signature, algorithm, issuer, audience, key and times.
     pub fn verify_loaded(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, AuthError> {
+        let (kid, claims) = self.verify_signature(token)?;
+        self.accept(&kid, &claims, now)?;
+        Ok(claims)
+    }
+
+    /// The signature, algorithm, issuer and audience; returns the key id.
+    fn verify_signature(&self, token: &str) -> Result<(String, Claims), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed"))?;
         if header.alg != Algorithm::EdDSA {
@@ -351,16 +392,7 @@ impl KeyRing {
             .verifiers
             .get(&kid)
             .ok_or(AuthError::InvalidToken("unknown key"))?;
-        if verifier.verify_until.is_some_and(|t| t <= now) {
-            return Err(AuthError::InvalidToken("unknown key"));
-        }
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &verifier.key, &validation).map_err(
+        let data = jsonwebtoken::decode::<Claims>(token, &verifier.key, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
                     AuthError::InvalidToken("wrong issuer")
@@ -374,7 +406,21 @@ impl KeyRing {
                 _ => AuthError::InvalidToken("malformed"),
             },
         )?;
-        let claims = data.claims;
+        Ok((kid, data.claims))
+    }
+
+    /// What is checked on every use: the key still verifies, and the times.
+    fn accept(&self, kid: &str, claims: &Claims, now: DateTime<Utc>) -> Result<(), AuthError> {
+        {
+            let ring = self.ring.read().map_err(|_| lock_poisoned())?;
+            let live = ring
+                .verifiers
+                .get(kid)
+                .is_some_and(|v| v.verify_until.is_none_or(|t| t > now));
+            if !live {
+                return Err(AuthError::InvalidToken("unknown key"));
+            }
+        }
         let t = now.timestamp();
         if claims.exp <= t - LEEWAY_SECS {
             return Err(AuthError::InvalidToken("expired"));
@@ -382,7 +428,7 @@ impl KeyRing {
         if claims.nbf > t + LEEWAY_SECS {
             return Err(AuthError::InvalidToken("not yet valid"));
         }
-        Ok(claims)
+        Ok(())
     }
 }
 

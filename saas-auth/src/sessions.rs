@@ -101,7 +101,8 @@ impl Auth {
         let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
         let ip = meta.ip.as_deref();
         let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
-        if let Some(until) = self.locked_until(&mut ptx, &email, ip).await? {
+        let throttle = self.throttle_state(&mut ptx, &email, ip).await?;
+        if let Some(until) = throttle.locked_until {
             ptx.commit().await?;
             self.audit_login(&ctx, None, Outcome::Denied, "locked", meta)
                 .await?;
@@ -127,20 +128,24 @@ impl Auth {
                 .await?;
             return Err(AuthError::InvalidCredentials);
         };
-        let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
-        self.clear_lock(&mut ptx, &email).await?;
-        if verified == Verified::MatchNeedsRehash {
-            let hash = self.hash_password_unchecked(password).await?;
-            self.set_password_in(&mut ptx, account.id, hash, false)
-                .await?;
+        // Account-level upkeep, only when there is any.
+        let rehash = verified == Verified::MatchNeedsRehash;
+        if throttle.account_failures || rehash {
+            let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
+            self.clear_lock(&mut ptx, &email).await?;
+            if rehash {
+                let hash = self.hash_password_unchecked(password).await?;
+                self.set_password_in(&mut ptx, account.id, hash, false)
+                    .await?;
+            }
+            ptx.commit().await?;
         }
-        ptx.commit().await?;
+        // One tenant transaction: the MFA decision, or the session and its audit event.
         let user_ctx = Self::user_ctx(tenant, account.id, cid);
-        let mut tx = self.db().read(&user_ctx).await?;
+        let mut tx = self.db().begin(&user_ctx).await?;
         let settings = self.settings_in(&mut tx, tenant).await?;
-        tx.commit().await?;
         if account.totp_confirmed || settings.mfa_required {
-            let now = self.now();
+            let now = tx.now();
             let mut claims = self.inner.keys.claims(
                 now,
                 self.inner.config.challenge_ttl,
@@ -149,22 +154,27 @@ impl Auth {
                 tenant.as_uuid(),
             );
             claims.amr = vec!["pwd".into()];
-            self.audit_login(
+            self.audit(
+                &mut tx,
                 &user_ctx,
-                Some(account.id),
+                "auth.login",
+                Target::new("user", account.id),
                 Outcome::Success,
-                "mfa_required",
-                meta,
+                serde_json::json!({"reason": "mfa_required"}),
+                Some(account.id),
+                Some(meta),
             )
             .await?;
+            tx.commit().await?;
             return Ok(LoginOutcome::MfaRequired {
                 challenge: self.inner.keys.sign(&claims)?,
                 enrolment_required: !account.totp_confirmed,
             });
         }
         let pair = self
-            .start_session(&user_ctx, account.id, &["pwd"], None, meta)
+            .session_in(&mut tx, &user_ctx, account.id, &["pwd"], None, meta)
             .await?;
+        tx.commit().await?;
         Ok(LoginOutcome::Tokens(pair))
     }
 
@@ -250,9 +260,26 @@ impl Auth {
         mfa_at: Option<DateTime<Utc>>,
         meta: &ClientMeta,
     ) -> Result<TokenPair, AuthError> {
-        let tenant = ctx.tenant();
         let mut tx = self.db().begin(ctx).await?;
-        match self.membership(&mut tx, tenant, user).await? {
+        let pair = self
+            .session_in(&mut tx, ctx, user, amr, mfa_at, meta)
+            .await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// The session rows, their audit event and the tokens, in `tx`.
+    async fn session_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &TenantContext,
+        user: UserId,
+        amr: &[&str],
+        mfa_at: Option<DateTime<Utc>>,
+        meta: &ClientMeta,
+    ) -> Result<TokenPair, AuthError> {
+        let tenant = ctx.tenant();
+        match self.membership(tx, tenant, user).await? {
             Some((_, false)) => {}
             _ => return Err(AuthError::InvalidCredentials),
         }
@@ -289,9 +316,9 @@ impl Auth {
                 .map_err(|e| AuthError::Crypto(e.to_string()))?,
         )
         .await?;
-        let refresh = self.insert_refresh(&mut tx, tenant, sid, 1).await?;
+        let refresh = self.insert_refresh(tx, tenant, sid, 1).await?;
         self.audit(
-            &mut tx,
+            tx,
             ctx,
             "auth.login",
             Target::new("session", sid),
@@ -301,7 +328,6 @@ impl Auth {
             Some(meta),
         )
         .await?;
-        tx.commit().await?;
         let access = self.sign_access(tenant, user, sid, &amr_vec(&amr_s), mfa_at)?;
         Ok(TokenPair {
             access_token: access,
@@ -385,17 +411,68 @@ impl Auth {
         let hash = secret::hash(refresh_token);
         let mut tx = self.db().begin(&ctx).await?;
         let now = tx.now();
+        // Spend the token: one conditional UPDATE, so of concurrent uses
+        // exactly one gets the row back.
         let spent = tx
-            .execute(
+            .fetch_optional(
                 Query::update()
                     .table(REFRESH)
                     .value("used_at", now)
                     .and_where(Expr::col("tenant_id").eq(tenant))
                     .and_where(Expr::col("token_hash").eq(hash.clone()))
                     .and_where(Expr::col("used_at").is_null())
-                    .and_where(Expr::col("expires_at").gt(now)),
+                    .and_where(Expr::col("expires_at").gt(now))
+                    .returning(Query::returning().columns(["session_id", "generation"])),
             )
             .await?;
+        let Some(spent) = spent else {
+            return self.refused_refresh(tx, tenant, hash, cid, meta).await;
+        };
+        let sid: uuid::Uuid = spent.get("session_id")?;
+        let generation: i32 = spent.get("generation")?;
+        // Touch the session if it is live, reading what the new access token needs.
+        let mut touch = Query::update();
+        touch
+            .table(SESSIONS)
+            .value("last_seen_at", now)
+            .and_where(Expr::col("tenant_id").eq(tenant))
+            .and_where(Expr::col("id").eq(sid))
+            .and_where(Expr::col("revoked_at").is_null())
+            .and_where(Expr::col("expires_at").gt(now))
+            .returning(Query::returning().columns(["user_id", "amr", "mfa_at"]));
+        if let Some(ip) = clip(meta.ip.as_deref(), 64) {
+            touch.value("ip", ip);
+        }
+        let Some(session) = tx.fetch_optional(&touch).await? else {
+            return Err(AuthError::SessionRevoked);
+        };
+        let user: UserId = session.get("user_id")?;
+        let amr = amr_vec(&session.get::<String>("amr")?);
+        let mfa_at: Option<DateTime<Utc>> = session.get("mfa_at")?;
+        let refresh = self
+            .insert_refresh(&mut tx, tenant, sid, generation.saturating_add(1))
+            .await?;
+        tx.commit().await?;
+        let access = self.sign_access(tenant, user, sid, &amr, mfa_at)?;
+        Ok(TokenPair {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in: self.inner.config.access_ttl.num_seconds(),
+            refresh_token: refresh,
+            session_id: sid,
+        })
+    }
+
+    /// A refresh token that could not be spent: unknown, expired, or used
+    /// before, in which case its whole session is revoked.
+    async fn refused_refresh(
+        &self,
+        mut tx: Tx,
+        tenant: TenantId,
+        hash: Vec<u8>,
+        cid: &CorrelationId,
+        meta: &ClientMeta,
+    ) -> Result<TokenPair, AuthError> {
         let row = tx
             .fetch_optional(
                 Query::select()
@@ -408,60 +485,30 @@ impl Auth {
         let Some(row) = row else {
             return Err(AuthError::InvalidToken("unknown refresh token"));
         };
+        if row.get::<Option<DateTime<Utc>>>("used_at")?.is_none() {
+            return Err(AuthError::InvalidToken("expired"));
+        }
         let sid: uuid::Uuid = row.get("session_id")?;
         let generation: i32 = row.get("generation")?;
-        let session = self.session_row(&mut tx, tenant, sid).await?;
-        if spent != 1 {
-            let used: Option<DateTime<Utc>> = row.get("used_at")?;
-            if used.is_none() {
-                // Expired, never used.
-                return Err(AuthError::InvalidToken("expired"));
-            }
-            let mut inval = Vec::new();
-            if let Some(s) = &session {
-                self.revoke_session_in(&mut tx, tenant, sid, "refresh token reuse", &mut inval)
-                    .await?;
-                self.audit(
-                    &mut tx,
-                    &Self::user_ctx(tenant, s.user, cid),
-                    "auth.refresh.reuse_detected",
-                    Target::new("session", sid),
-                    Outcome::Denied,
-                    serde_json::json!({"generation": generation}),
-                    Some(s.user),
-                    Some(meta),
-                )
+        let mut inval = Vec::new();
+        if let Some(s) = self.session_row(&mut tx, tenant, sid).await? {
+            self.revoke_session_in(&mut tx, tenant, sid, "refresh token reuse", &mut inval)
                 .await?;
-            }
-            tx.commit().await?;
-            self.invalidate(&inval);
-            return Err(AuthError::RefreshReuse);
-        }
-        let Some(session) = session.filter(|s| s.revoked_at.is_none() && s.expires_at > now) else {
-            return Err(AuthError::SessionRevoked);
-        };
-        let refresh = self
-            .insert_refresh(&mut tx, tenant, sid, generation.saturating_add(1))
+            self.audit(
+                &mut tx,
+                &Self::user_ctx(tenant, s.user, cid),
+                "auth.refresh.reuse_detected",
+                Target::new("session", sid),
+                Outcome::Denied,
+                serde_json::json!({"generation": generation}),
+                Some(s.user),
+                Some(meta),
+            )
             .await?;
-        let mut q = Query::update();
-        q.table(SESSIONS)
-            .value("last_seen_at", now)
-            .and_where(Expr::col("tenant_id").eq(tenant))
-            .and_where(Expr::col("id").eq(sid));
-        if let Some(ip) = clip(meta.ip.as_deref(), 64) {
-            q.value("ip", ip);
         }
-        tx.execute(&q).await?;
         tx.commit().await?;
-        let amr = amr_vec(&session.amr);
-        let access = self.sign_access(tenant, session.user, sid, &amr, session.mfa_at)?;
-        Ok(TokenPair {
-            access_token: access,
-            token_type: "Bearer",
-            expires_in: self.inner.config.access_ttl.num_seconds(),
-            refresh_token: refresh,
-            session_id: sid,
-        })
+        self.invalidate(&inval);
+        Err(AuthError::RefreshReuse)
     }
 
     async fn session_row(
@@ -473,7 +520,7 @@ impl Auth {
         let row = tx
             .fetch_optional(
                 Query::select()
-                    .columns(["user_id", "amr", "mfa_at", "expires_at", "revoked_at"])
+                    .columns(["user_id", "expires_at", "revoked_at"])
                     .from(SESSIONS)
                     .and_where(Expr::col("tenant_id").eq(tenant))
                     .and_where(Expr::col("id").eq(sid)),
@@ -482,8 +529,6 @@ impl Auth {
         row.map(|r| {
             Ok(SessionRow {
                 user: r.get("user_id")?,
-                amr: r.get("amr")?,
-                mfa_at: r.get("mfa_at")?,
                 expires_at: r.get("expires_at")?,
                 revoked_at: r.get("revoked_at")?,
             })
@@ -859,8 +904,6 @@ impl Auth {
 
 struct SessionRow {
     user: UserId,
-    amr: String,
-    mfa_at: Option<DateTime<Utc>>,
     expires_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
 }

@@ -15,6 +15,13 @@ use crate::service::Auth;
 
 const TABLE: &str = "auth_login_throttle";
 
+/// What [`Auth::throttle_state`] found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Throttle {
+    pub(crate) locked_until: Option<DateTime<Utc>>,
+    pub(crate) account_failures: bool,
+}
+
 fn account_key(email: &str) -> Vec<u8> {
     secret::hash(&format!("account:{email}"))
 }
@@ -24,33 +31,38 @@ fn ip_key(ip: &str) -> Vec<u8> {
 }
 
 impl Auth {
-    /// When the account or the address is locked, until when.
-    pub(crate) async fn locked_until(
+    /// Whether the account or the address is locked, and whether the account
+    /// has failures on record (which a successful login clears).
+    pub(crate) async fn throttle_state(
         &self,
         ptx: &mut Tx,
         email: &str,
         ip: Option<&str>,
-    ) -> Result<Option<DateTime<Utc>>, AuthError> {
+    ) -> Result<Throttle, AuthError> {
         let now = ptx.now();
-        let mut keys = vec![account_key(email)];
+        let account = account_key(email);
+        let mut keys = vec![account.clone()];
         if let Some(ip) = ip {
             keys.push(ip_key(ip));
         }
         let rows = ptx
             .fetch_all(
                 Query::select()
-                    .column("locked_until")
+                    .columns(["throttle_key", "locked_until"])
                     .from(TABLE)
-                    .and_where(Expr::col("throttle_key").is_in(keys))
-                    .and_where(Expr::col("locked_until").gt(now)),
+                    .and_where(Expr::col("throttle_key").is_in(keys)),
             )
             .await?;
-        let mut until = None;
+        let mut state = Throttle::default();
         for r in rows {
+            let key: Vec<u8> = r.get("throttle_key")?;
+            state.account_failures |= key == account;
             let t: Option<DateTime<Utc>> = r.get("locked_until")?;
-            until = std::cmp::max(until, t);
+            if let Some(t) = t.filter(|t| *t > now) {
+                state.locked_until = std::cmp::max(state.locked_until, Some(t));
+            }
         }
-        Ok(until)
+        Ok(state)
     }
 
     /// Counts one failure for the account and the address; locks whichever

@@ -98,3 +98,98 @@ async fn first_start_bootstraps_serves_over_a_socket_and_shuts_down_gracefully()
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+fn post(path: &str, tenant: &str, bearer: Option<&str>, body: &serde_json::Value) -> String {
+    let body = body.to_string();
+    let auth = bearer.map_or(String::new(), |b| format!("authorization: Bearer {b}\r\n"));
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nuser-agent: e2e-agent/1.0\r\nx-tenant-id: {tenant}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn json_of(reply: &str) -> serde_json::Value {
+    serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// Over a real socket, a session records the client's address and device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_over_a_socket_records_the_address_and_device_of_the_session() {
+    let dir = std::env::temp_dir().join(format!("saas-e2e-{}", uuid::Uuid::now_v7()));
+    let cfg = Config {
+        data_dir: dir.clone(),
+        ..crate::test_config()
+    };
+    let state = saas_server::prepare(&cfg).await.unwrap();
+    let boot = saas_server::bootstrap::bootstrap_if_empty(&state, &cfg.data_dir, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(&boot.credentials).unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("operator_token="))
+        .unwrap()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(saas_server::serve(listener, state.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let email = "owner@example.com";
+    let r = http(
+        addr,
+        post(
+            "/api/users",
+            "default",
+            Some(&token),
+            &serde_json::json!({"email": email, "display_name": "Owner", "role": "owner"}),
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let mails = state
+        .auth()
+        .outbox_to(&saas_core::PlatformContext::system("test"), email)
+        .await
+        .unwrap();
+    let at = mails[0].body.find("token=").unwrap() + 6;
+    let link: String = mails[0].body[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let r = http(
+        addr,
+        post(
+            "/api/auth/password/reset",
+            "default",
+            None,
+            &serde_json::json!({"token": link, "password": crate::PASSWORD}),
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    let r = http(
+        addr,
+        post(
+            "/api/auth/login",
+            "default",
+            None,
+            &serde_json::json!({"email": email, "password": crate::PASSWORD}),
+        ),
+    )
+    .await;
+    let access = json_of(&r)["access_token"].as_str().unwrap().to_owned();
+    let r = http(addr, format!("GET /api/auth/sessions HTTP/1.1\r\nhost: x\r\nx-tenant-id: default\r\nauthorization: Bearer {access}\r\nconnection: close\r\n\r\n")).await;
+    let sessions = json_of(&r);
+    assert_eq!(sessions[0]["ip"], "127.0.0.1", "{sessions}");
+    assert_eq!(sessions[0]["device"], "e2e-agent/1.0", "{sessions}");
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

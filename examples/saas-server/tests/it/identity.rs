@@ -487,4 +487,24 @@ both_backends! {
         let log = h.call(Method::GET, "/api/platform/audit-logs", None, None).await;
         assert!(log.body.to_string().contains("auth.signing_key.rotate"), "{}", log.body);
     }
+
+    async fn a_password_hashed_under_old_parameters_is_rehashed_at_login(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        h.member(&tenant, "rex@example.com", "member").await;
+        let stored = || async {
+            let rows = h.t.inspector().await.row_texts("auth_users").await;
+            rows.into_iter().find(|r| r.contains("rex@example.com")).unwrap()
+        };
+        assert!(stored().await.contains("m=256,t=1"), "{}", stored().await);
+        // The operator raises the cost; the next login stores a hash at the new cost.
+        let stronger = saas_server::AppState::new(h.t.db.clone(), saas_server::Config { password_memory_kib: 512, password_iterations: 2, ..crate::test_config() }).await.unwrap();
+        let cid = saas_core::CorrelationId::generate();
+        let meta = saas_auth::ClientMeta::default();
+        let out = stronger.auth().login(tenant.parse().unwrap(), "rex@example.com", PASSWORD, &cid, &meta).await.unwrap();
+        assert!(matches!(out, saas_auth::sessions::LoginOutcome::Tokens(_)));
+        assert!(stored().await.contains("m=512,t=2"), "{}", stored().await);
+        // Both the old and the new server still accept the password.
+        assert!(h.login(&tenant, "rex@example.com").await["access_token"].is_string());
+    }
 }
