@@ -8,7 +8,7 @@ use saas_auth::keys::{Claims, KeyRing};
 use saas_auth::{AuthSubjectStore, MasterKey};
 use saas_core::clock::Clock as _;
 use saas_core::subject::{DataSubject, DataSubjectStore};
-use saas_core::{Principal, TenantContext, TenantId, UserId};
+use saas_core::{CorrelationId, Principal, TenantContext, TenantId, UserId};
 use saas_test_support::both_backends;
 use serde_json::{Value, json};
 
@@ -319,4 +319,94 @@ both_backends! {
         h.call_as(None, Method::POST, "/api/auth/login", Some(&a), Some(json!({"email": "wes@example.com", "password": PASSWORD}))).await
             .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
     }
+}
+
+/// Two replicas on one PostgreSQL database: replica B has the session cached
+/// as live; replica A ends it; B's invalidation listener drops the entry, so
+/// B refuses the token on its next request. (SQLite is a single process:
+/// there is no other replica to tell.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_replica_takes_effect_on_another() {
+    let Some(t) = saas_test_support::TestDb::postgres_with(&saas_server::migration_sets()).await
+    else {
+        return;
+    };
+    let h = Harness::new(t).await;
+    let a = h.tenant("acme").await;
+    h.member(&a, "rep@example.com", "member").await;
+    let tokens = h.login(&a, "rep@example.com").await;
+    let access = s(&tokens, "access_token");
+    let replica = saas_server::AppState::new(h.t.db.clone(), crate::test_config())
+        .await
+        .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::spawn({
+        let auth = replica.auth().clone();
+        async move { auth.listen(rx).await }
+    });
+    let tenant: TenantId = a.parse().unwrap();
+    let cid = CorrelationId::generate();
+    // The listener is subscribed once a revocation of a throw-away session reaches B.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let probe = h.login(&a, "rep@example.com").await;
+        let probe_access = s(&probe, "access_token");
+        replica
+            .auth()
+            .authenticate(tenant, &probe_access, &cid)
+            .await
+            .unwrap();
+        h.call_as(
+            Some(&probe_access),
+            Method::POST,
+            "/api/auth/logout",
+            Some(&a),
+            None,
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if replica
+            .auth()
+            .authenticate(tenant, &probe_access, &cid)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B never subscribed"
+        );
+    }
+    // B caches the real session as live, A revokes it, B refuses it.
+    replica
+        .auth()
+        .authenticate(tenant, &access, &cid)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.call_as(
+            Some(&access),
+            Method::POST,
+            "/api/auth/logout",
+            Some(&a),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match replica.auth().authenticate(tenant, &access, &cid).await {
+            Err(saas_auth::AuthError::SessionRevoked) => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "replica B still accepts the revoked session: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    listener.await.unwrap();
 }
