@@ -140,7 +140,13 @@ fn bench(c: &mut Criterion) {
             )
             .await
             .unwrap();
-        (t, auth, ctx, tokens.access_token, key.expose().to_owned())
+        (
+            t,
+            auth,
+            ctx,
+            tokens.access_token.expose().to_owned(),
+            key.expose().to_owned(),
+        )
     });
     let cid = CorrelationId::generate();
     let mut group = c.benchmark_group("auth_hot_path");

@@ -290,9 +290,10 @@ impl Auth {
     }
 
     /// The caller's organization role, or `Forbidden` unless they may manage
-    /// members. Operators acting in a tenant count as owners (break-glass
-    /// rules come with saas-policy).
-    pub(crate) async fn manager_role(&self, who: &Authenticated) -> Result<String, AuthError> {
+    /// members (owner or admin). Operators acting in a tenant count as owners
+    /// (break-glass rules come with saas-policy). Until saas-policy guards
+    /// every action, servers use this for administrative routes.
+    pub async fn require_manager(&self, who: &Authenticated) -> Result<String, AuthError> {
         match who.ctx.principal() {
             Principal::Operator { .. } => Ok("owner".into()),
             Principal::User { id } => {
@@ -404,7 +405,7 @@ impl Auth {
         new: NewMember,
         meta: &ClientMeta,
     ) -> Result<Member, AuthError> {
-        let actor_role = self.manager_role(who).await?;
+        let actor_role = self.require_manager(who).await?;
         if !roles::is_org_role(&new.role) {
             return Err(AuthError::validation("role", "not an organization role"));
         }
@@ -473,7 +474,7 @@ impl Auth {
         let is_self = who.user() == Some(id);
         let needs_manager = patch.role.is_some() || patch.disabled.is_some() || !is_self;
         let actor_role = if needs_manager {
-            Some(self.manager_role(who).await?)
+            Some(self.require_manager(who).await?)
         } else {
             None
         };
@@ -597,7 +598,7 @@ impl Auth {
         id: UserId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        let actor = self.manager_role(who).await?;
+        let actor = self.require_manager(who).await?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let tenant = who.ctx.tenant();
         let current = self.member_in(&mut tx, tenant, id).await?;
@@ -673,7 +674,7 @@ impl Auth {
         settings: OrgSettings,
         meta: &ClientMeta,
     ) -> Result<OrgSettings, AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         self.require_step_up(who)?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let tenant = who.ctx.tenant();
@@ -721,7 +722,7 @@ impl Auth {
         role: &str,
         meta: &ClientMeta,
     ) -> Result<WorkspaceMember, AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         self.require_step_up(who)?;
         if !roles::is_workspace_role(role) {
             return Err(AuthError::validation("role", "not a workspace role"));
@@ -792,7 +793,7 @@ impl Auth {
         user: UserId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let n = tx
             .execute(

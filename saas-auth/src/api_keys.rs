@@ -121,7 +121,7 @@ impl Auth {
         new: NewApiKey,
         meta: &ClientMeta,
     ) -> Result<(ApiKey, Secret), AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         self.require_step_up(who)?;
         let name = crate::accounts::validate_name(&new.name)
             .map_err(|_| AuthError::validation("name", "must be 1 to 200 printable characters"))?;
@@ -214,7 +214,7 @@ impl Auth {
 
     /// The organization's keys (managers).
     pub async fn list_api_keys(&self, who: &Authenticated) -> Result<Vec<ApiKey>, AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let mut tx = self.db().read(&who.ctx).await?;
         let rows = tx
             .fetch_all(
@@ -236,7 +236,7 @@ impl Auth {
         id: ApiKeyId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let now = tx.now();
         let n = tx

@@ -100,7 +100,7 @@ impl Auth {
         new: NewInvitation,
         meta: &ClientMeta,
     ) -> Result<Invitation, AuthError> {
-        let actor = self.manager_role(who).await?;
+        let actor = self.require_manager(who).await?;
         let email = normalize_email(&new.email)?;
         if !roles::is_org_role(&new.role) {
             return Err(AuthError::validation("role", "not an organization role"));
@@ -215,7 +215,7 @@ impl Auth {
         &self,
         who: &Authenticated,
     ) -> Result<Vec<Invitation>, AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let mut tx = self.db().read(&who.ctx).await?;
         let rows = tx
             .fetch_all(
@@ -237,7 +237,7 @@ impl Auth {
         id: uuid::Uuid,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let now = tx.now();
         let n = tx
@@ -547,7 +547,7 @@ impl Auth {
         user: UserId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let member = self.get_member(who, user).await?;
         let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
         self.clear_lock(&mut ptx, &member.email).await?;

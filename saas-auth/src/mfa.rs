@@ -17,7 +17,7 @@ use totp_rs::{Algorithm, TOTP};
 
 use crate::accounts::USERS;
 use crate::error::AuthError;
-use crate::secret;
+use crate::secret::{self, Secret};
 use crate::service::{Auth, Authenticated, ClientMeta};
 use crate::sessions::TokenPair;
 
@@ -28,17 +28,17 @@ const RECOVERY_CODES: usize = 10;
 /// What an authenticator app needs to enrol.
 #[derive(Debug, Clone, Serialize)]
 pub struct MfaSetup {
-    /// The seed, base32 (for manual entry).
-    pub secret: String,
-    /// The `otpauth://` URI (render it as a QR code).
-    pub otpauth_uri: String,
+    /// The seed, base32 (for manual entry). `Debug` never prints it.
+    pub secret: Secret,
+    /// The `otpauth://` URI (render it as a QR code); it holds the seed.
+    pub otpauth_uri: Secret,
 }
 
 /// Recovery codes: shown once, at confirmation.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveryCodes {
     /// Ten single-use codes.
-    pub recovery_codes: Vec<String>,
+    pub recovery_codes: Vec<Secret>,
 }
 
 fn normalize_recovery(code: &str) -> String {
@@ -134,8 +134,8 @@ impl Auth {
         .await?;
         tx.commit().await?;
         Ok(MfaSetup {
-            secret: totp.get_secret_base32(),
-            otpauth_uri: totp.get_url(),
+            secret: Secret::new(totp.get_secret_base32()),
+            otpauth_uri: Secret::new(totp.get_url()),
         })
     }
 
@@ -240,7 +240,7 @@ impl Auth {
         &self,
         tx: &mut Tx,
         user: UserId,
-    ) -> Result<Vec<String>, AuthError> {
+    ) -> Result<Vec<Secret>, AuthError> {
         tx.execute(
             Query::delete()
                 .from_table(CODES)
@@ -261,7 +261,7 @@ impl Auth {
             .map_err(|e| AuthError::Crypto(e.to_string()))?;
         }
         tx.execute(&q).await?;
-        Ok(codes)
+        Ok(codes.into_iter().map(Secret::new).collect())
     }
 
     /// Checks a TOTP code against the enrolled seed and spends its time step.

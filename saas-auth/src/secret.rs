@@ -112,6 +112,13 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_print_in_debug_output() {
+        let s = Secret::new("srt_supersecret".into());
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"srt_supersecret\"");
+    }
+
+    #[test]
     fn sealed_secrets_open_only_under_their_key() {
         let k = MasterKey::random();
         let sealed = k.seal(b"seed").unwrap();

@@ -46,8 +46,8 @@ pub struct NewService {
 /// A client-credentials access token.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceToken {
-    /// The JWT.
-    pub access_token: String,
+    /// The JWT (`Debug` never prints it).
+    pub access_token: Secret,
     /// Always `Bearer`.
     pub token_type: &'static str,
     /// Lifetime in seconds.
@@ -74,7 +74,7 @@ impl Auth {
         new: NewService,
         meta: &ClientMeta,
     ) -> Result<(ServiceIdentity, Secret), AuthError> {
-        let actor = self.manager_role(who).await?;
+        let actor = self.require_manager(who).await?;
         self.require_step_up(who)?;
         let name = crate::accounts::validate_name(&new.name)
             .map_err(|_| AuthError::validation("name", "must be 1 to 200 printable characters"))?;
@@ -152,7 +152,7 @@ impl Auth {
         &self,
         who: &Authenticated,
     ) -> Result<Vec<ServiceIdentity>, AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let mut tx = self.db().read(&who.ctx).await?;
         let rows = tx
             .fetch_all(
@@ -174,7 +174,7 @@ impl Auth {
         id: ServiceId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let now = tx.now();
         let n = tx
@@ -271,7 +271,7 @@ impl Auth {
         );
         claims.amr = vec!["client_secret".into()];
         Ok(ServiceToken {
-            access_token: self.inner.keys.sign(&claims)?,
+            access_token: Secret::new(self.inner.keys.sign(&claims)?),
             token_type: "Bearer",
             expires_in: self.inner.config.access_ttl.num_seconds(),
         })

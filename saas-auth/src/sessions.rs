@@ -29,8 +29,8 @@ const REFRESH_PREFIX: &str = "srt_";
 /// Tokens handed to a client after login, MFA or refresh.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenPair {
-    /// The JWT access token.
-    pub access_token: String,
+    /// The JWT access token (`Debug` never prints it).
+    pub access_token: Secret,
     /// Always `Bearer`.
     pub token_type: &'static str,
     /// Access-token lifetime in seconds.
@@ -51,7 +51,7 @@ pub enum LoginOutcome {
     /// to enrol first because the organization mandates MFA).
     MfaRequired {
         /// The challenge token.
-        challenge: String,
+        challenge: Secret,
         /// The account has no MFA yet and must enrol.
         enrolment_required: bool,
     },
@@ -167,7 +167,7 @@ impl Auth {
             .await?;
             tx.commit().await?;
             return Ok(LoginOutcome::MfaRequired {
-                challenge: self.inner.keys.sign(&claims)?,
+                challenge: Secret::new(self.inner.keys.sign(&claims)?),
                 enrolment_required: !account.totp_confirmed,
             });
         }
@@ -330,7 +330,7 @@ impl Auth {
         .await?;
         let access = self.sign_access(tenant, user, sid, &amr_vec(&amr_s), mfa_at)?;
         Ok(TokenPair {
-            access_token: access,
+            access_token: Secret::new(access),
             token_type: "Bearer",
             expires_in: self.inner.config.access_ttl.num_seconds(),
             refresh_token: refresh,
@@ -455,7 +455,7 @@ impl Auth {
         tx.commit().await?;
         let access = self.sign_access(tenant, user, sid, &amr, mfa_at)?;
         Ok(TokenPair {
-            access_token: access,
+            access_token: Secret::new(access),
             token_type: "Bearer",
             expires_in: self.inner.config.access_ttl.num_seconds(),
             refresh_token: refresh,
@@ -747,7 +747,7 @@ impl Auth {
         user: UserId,
         meta: &ClientMeta,
     ) -> Result<usize, AuthError> {
-        self.manager_role(who).await?;
+        self.require_manager(who).await?;
         let tenant = who.ctx.tenant();
         let mut tx = self.db().begin(&who.ctx).await?;
         if self.membership(&mut tx, tenant, user).await?.is_none() {
@@ -878,7 +878,7 @@ impl Auth {
         who: &Authenticated,
         code: &str,
         meta: &ClientMeta,
-    ) -> Result<String, AuthError> {
+    ) -> Result<Secret, AuthError> {
         let (Some(user), Some(sid)) = (who.user(), who.session) else {
             return Err(AuthError::Forbidden("only a signed-in user can step up"));
         };
@@ -899,6 +899,7 @@ impl Auth {
         .await?;
         tx.commit().await?;
         self.sign_access(tenant, user, sid, &["pwd".into(), "otp".into()], Some(now))
+            .map(Secret::new)
     }
 }
 

@@ -105,6 +105,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Authn {
     }
 }
 
+/// The tenant context of an organization owner or admin (or an operator).
+/// A stand-in for the declared actions saas-policy brings: it guards the
+/// audit log and the tenant configuration.
+#[derive(Debug)]
+pub(crate) struct Admin(pub(crate) TenantContext);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Authn(who) = Authn::from_request_parts(parts, state).await?;
+        state.auth().require_manager(&who).await?;
+        Ok(Self(who.ctx))
+    }
+}
+
 /// The resolved tenant of a public identity route, and the correlation id.
 #[derive(Debug, Clone)]
 pub(crate) struct PublicTenant(pub(crate) TenantId, pub(crate) CorrelationId);

@@ -130,7 +130,7 @@ enum LoginReply {
     Tokens(TokenPair),
     Mfa {
         mfa_required: bool,
-        challenge: String,
+        challenge: Secret,
         enrolment_required: bool,
     },
 }
@@ -208,7 +208,7 @@ async fn login_mfa_setup(
 struct TokensWithCodes {
     #[serde(flatten)]
     tokens: TokenPair,
-    recovery_codes: Vec<String>,
+    recovery_codes: Vec<Secret>,
 }
 
 async fn login_mfa_confirm(

@@ -13,7 +13,7 @@ use saas_core::workspace::{NewWorkspace, Workspace, WorkspacePatch};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::{Tenant, tenant_scope};
+use crate::auth::{Admin, Tenant, tenant_scope};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::platform::TenantView;
 use crate::routes::{DEFAULT_LIMIT, Page};
@@ -107,7 +107,7 @@ struct PutConfig {
 
 async fn put_config(
     State(s): State<AppState>,
-    Tenant(ctx): Tenant,
+    Admin(ctx): Admin,
     ApiJson(body): ApiJson<PutConfig>,
 ) -> Result<Json<ConfigVersion>, ApiError> {
     Ok(Json(

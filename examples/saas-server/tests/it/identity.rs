@@ -507,4 +507,22 @@ both_backends! {
         // Both the old and the new server still accept the password.
         assert!(h.login(&tenant, "rex@example.com").await["access_token"].is_string());
     }
+
+    async fn only_owners_and_admins_read_the_audit_log_and_change_configuration(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        h.member(&tenant, "mem@example.com", "member").await;
+        h.member(&tenant, "adm@example.com", "admin").await;
+        let member = s(&h.login(&tenant, "mem@example.com").await, "access_token");
+        let admin = s(&h.login(&tenant, "adm@example.com").await, "access_token");
+        for path in ["/api/audit-logs", "/api/audit-logs/export", "/api/audit-logs/verify"] {
+            h.call_as(Some(&member), Method::GET, path, Some(&tenant), None).await
+                .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+            assert_eq!(h.call_as(Some(&admin), Method::GET, path, Some(&tenant), None).await.status, StatusCode::OK, "{path}");
+        }
+        h.call_as(Some(&member), Method::PUT, "/api/config", Some(&tenant), Some(json!({"config": {"a": 1}}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(h.call_as(Some(&admin), Method::PUT, "/api/config", Some(&tenant), Some(json!({"config": {"a": 1}}))).await.status, StatusCode::OK);
+        assert_eq!(h.call_as(Some(&member), Method::GET, "/api/workspaces", Some(&tenant), None).await.status, StatusCode::OK);
+    }
 }
