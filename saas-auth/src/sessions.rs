@@ -70,7 +70,7 @@ pub struct Session {
     pub amr: Vec<String>,
     /// Started.
     pub created_at: DateTime<Utc>,
-    /// Last refreshed.
+    /// Last refreshed (to the minute).
     pub last_seen_at: DateTime<Utc>,
     /// Ends.
     pub expires_at: DateTime<Utc>,
@@ -430,25 +430,41 @@ impl Auth {
         };
         let sid: uuid::Uuid = spent.get("session_id")?;
         let generation: i32 = spent.get("generation")?;
-        // Touch the session if it is live, reading what the new access token needs.
-        let mut touch = Query::update();
-        touch
-            .table(SESSIONS)
-            .value("last_seen_at", now)
-            .and_where(Expr::col("tenant_id").eq(tenant))
-            .and_where(Expr::col("id").eq(sid))
-            .and_where(Expr::col("revoked_at").is_null())
-            .and_where(Expr::col("expires_at").gt(now))
-            .returning(Query::returning().columns(["user_id", "amr", "mfa_at"]));
-        if let Some(ip) = clip(meta.ip.as_deref(), 64) {
-            touch.value("ip", ip);
-        }
-        let Some(session) = tx.fetch_optional(&touch).await? else {
+        // The session must be live; read what the new access token needs.
+        let session = tx
+            .fetch_optional(
+                Query::select()
+                    .columns(["user_id", "amr", "mfa_at", "ip", "last_seen_at"])
+                    .from(SESSIONS)
+                    .and_where(Expr::col("tenant_id").eq(tenant))
+                    .and_where(Expr::col("id").eq(sid))
+                    .and_where(Expr::col("revoked_at").is_null())
+                    .and_where(Expr::col("expires_at").gt(now)),
+            )
+            .await?;
+        let Some(session) = session else {
             return Err(AuthError::SessionRevoked);
         };
         let user: UserId = session.get("user_id")?;
         let amr = amr_vec(&session.get::<String>("amr")?);
         let mfa_at: Option<DateTime<Utc>> = session.get("mfa_at")?;
+        // Last-seen time to the minute, and the address when it moved: a
+        // session row is rewritten only then, not on every rotation.
+        let ip = clip(meta.ip.as_deref(), 64);
+        let seen: DateTime<Utc> = session.get("last_seen_at")?;
+        let moved = ip.is_some() && ip != session.get::<Option<String>>("ip")?;
+        if moved || now - seen > chrono::Duration::minutes(1) {
+            let mut touch = Query::update();
+            touch
+                .table(SESSIONS)
+                .value("last_seen_at", now)
+                .and_where(Expr::col("tenant_id").eq(tenant))
+                .and_where(Expr::col("id").eq(sid));
+            if let Some(ip) = ip {
+                touch.value("ip", ip);
+            }
+            tx.execute(&touch).await?;
+        }
         let refresh = self
             .insert_refresh(&mut tx, tenant, sid, generation.saturating_add(1))
             .await?;
