@@ -509,6 +509,7 @@ impl Auth {
             });
         }
         let now = tx.now();
+        let mut inval = Vec::new();
         if let Some(name) = &name {
             tx.execute(
                 Query::update()
@@ -552,7 +553,8 @@ impl Auth {
             )
             .await?;
             if disabled {
-                self.revoke_user_sessions_in(&mut tx, tenant, id, "membership disabled")
+                inval = self
+                    .revoke_user_sessions_in(&mut tx, tenant, id, "membership disabled")
                     .await?;
             }
             self.audit(
@@ -573,6 +575,7 @@ impl Auth {
         }
         let m = self.member_in(&mut tx, tenant, id).await?;
         tx.commit().await?;
+        self.invalidate(&inval);
         Ok(m)
     }
 
@@ -613,7 +616,8 @@ impl Auth {
                 message: "an organization keeps at least one active owner".into(),
             });
         }
-        self.revoke_user_sessions_in(&mut tx, tenant, id, "membership removed")
+        let inval = self
+            .revoke_user_sessions_in(&mut tx, tenant, id, "membership removed")
             .await?;
         tx.execute(
             Query::delete()
@@ -634,6 +638,7 @@ impl Auth {
         )
         .await?;
         tx.commit().await?;
+        self.invalidate(&inval);
         Ok(())
     }
 

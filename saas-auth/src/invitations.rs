@@ -521,9 +521,9 @@ impl Auth {
         }
         let hash = self.hash_password(new).await?;
         let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
-        self.set_password_in(&mut ptx, user, hash, true).await?;
+        let inval = self.set_password_in(&mut ptx, user, hash, true).await?;
         ptx.commit().await?;
-        self.inner.caches.sessions.invalidate_all();
+        self.invalidate(&inval);
         let mut tx = self.db().begin(&who.ctx).await?;
         self.audit(
             &mut tx,

@@ -607,13 +607,14 @@ impl Auth {
         Ok(inval)
     }
 
-    /// Revokes every live session of `user` in every tenant (platform transaction).
+    /// Revokes every live session of `user` in every tenant (platform
+    /// transaction); returns the invalidations to apply after commit.
     pub(crate) async fn revoke_all_user_sessions(
         &self,
         ptx: &mut Tx,
         user: UserId,
         reason: &str,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Vec<String>, AuthError> {
         let rows = ptx
             .fetch_all(
                 Query::select()
@@ -630,7 +631,7 @@ impl Auth {
             self.revoke_session_in(ptx, tenant, sid, reason, &mut inval)
                 .await?;
         }
-        Ok(())
+        Ok(inval)
     }
 
     /// Drops cached entries (after the revoking transaction committed).

@@ -182,8 +182,9 @@ impl Auth {
         let user = self
             .consume_account_token(&mut ptx, token, Purpose::PasswordReset)
             .await?;
-        self.set_password_in(&mut ptx, user, hash, true).await?;
+        let inval = self.set_password_in(&mut ptx, user, hash, true).await?;
         ptx.commit().await?;
+        self.invalidate(&inval);
         let ctx = Self::anonymous(tenant, cid);
         let mut tx = self.db().begin(&ctx).await?;
         self.audit(
@@ -240,14 +241,15 @@ impl Auth {
     }
 
     /// Stores a new password hash (platform transaction) and, with
-    /// `end_sessions`, revokes every session of the account in every tenant.
+    /// `end_sessions`, revokes every session of the account in every tenant;
+    /// returns the cache invalidations to apply after commit.
     pub(crate) async fn set_password_in(
         &self,
         ptx: &mut Tx,
         user: UserId,
         hash: String,
         end_sessions: bool,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Vec<String>, AuthError> {
         let now = ptx.now();
         ptx.execute(
             Query::update()
@@ -258,8 +260,10 @@ impl Auth {
                 .and_where(Expr::col("id").eq(user)),
         )
         .await?;
+        let mut inval = Vec::new();
         if end_sessions {
-            self.revoke_all_user_sessions(ptx, user, "password changed")
+            inval = self
+                .revoke_all_user_sessions(ptx, user, "password changed")
                 .await?;
             let email: String = ptx
                 .fetch_optional(
@@ -273,6 +277,6 @@ impl Auth {
                 .get("email")?;
             self.clear_lock(ptx, &email).await?;
         }
-        Ok(())
+        Ok(inval)
     }
 }
