@@ -124,6 +124,16 @@ pub(crate) fn validate_name(name: &str) -> Result<String, AuthError> {
     Ok(name.to_owned())
 }
 
+/// `NotFound` unless `ws` is a workspace of `tx`'s tenant.
+pub(crate) async fn require_workspace(tx: &mut Tx, ws: WorkspaceId) -> Result<(), AuthError> {
+    saas_core::workspace::get_in(tx, ws)
+        .await?
+        .map(|_| ())
+        .ok_or(AuthError::NotFound {
+            entity: "workspace",
+        })
+}
+
 fn member_select() -> SelectStatement {
     let mut q = Query::select();
     q.column((USERS, "id"))
@@ -735,20 +745,7 @@ impl Auth {
         let mut tx = self.db().begin(&who.ctx).await?;
         let tenant = who.ctx.tenant();
         self.member_in(&mut tx, tenant, user).await?;
-        let exists = tx
-            .fetch_optional(
-                Query::select()
-                    .column("id")
-                    .from("workspaces")
-                    .and_where(Expr::col("tenant_id").eq(tenant))
-                    .and_where(Expr::col("id").eq(workspace)),
-            )
-            .await?;
-        if exists.is_none() {
-            return Err(AuthError::NotFound {
-                entity: "workspace",
-            });
-        }
+        require_workspace(&mut tx, workspace).await?;
         tx.execute(
             Query::delete()
                 .from_table(WS_MEMBERS)

@@ -16,10 +16,11 @@ use saas_core::{ApiKeyId, CorrelationId, Principal, TenantContext, TenantId, Wor
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
-use crate::cache::{KeyState, notify};
+use crate::accounts::require_workspace;
+use crate::cache::KeyState;
 use crate::error::AuthError;
 use crate::secret::{self, Secret};
-use crate::service::{Auth, Authenticated, ClientMeta};
+use crate::service::{Auth, Authenticated, ClientMeta, EndRow};
 
 pub(crate) const PREFIX: &str = "sak_";
 const TABLE: &str = "auth_api_keys";
@@ -138,20 +139,7 @@ impl Auth {
         let tenant = who.ctx.tenant();
         let mut tx = self.db().begin(&who.ctx).await?;
         if let Some(ws) = new.workspace_id {
-            let found = tx
-                .fetch_optional(
-                    Query::select()
-                        .column("id")
-                        .from("workspaces")
-                        .and_where(Expr::col("tenant_id").eq(tenant))
-                        .and_where(Expr::col("id").eq(ws)),
-                )
-                .await?;
-            if found.is_none() {
-                return Err(AuthError::NotFound {
-                    entity: "workspace",
-                });
-            }
+            require_workspace(&mut tx, ws).await?;
         }
         let id = ApiKeyId::new();
         let secret_part = secret::token("");
@@ -236,38 +224,21 @@ impl Auth {
         id: ApiKeyId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.require_manager(who).await?;
-        let mut tx = self.db().begin(&who.ctx).await?;
-        let now = tx.now();
-        let n = tx
-            .execute(
-                Query::update()
-                    .table(TABLE)
-                    .value("revoked_at", now)
-                    .and_where(Expr::col("tenant_id").eq(who.ctx.tenant()))
-                    .and_where(Expr::col("id").eq(id))
-                    .and_where(Expr::col("revoked_at").is_null()),
-            )
-            .await?;
-        if n == 0 {
-            return Err(AuthError::NotFound { entity: "api key" });
-        }
-        let key = format!("apikey:{id}");
-        notify(&mut tx, &key).await?;
-        self.audit(
-            &mut tx,
-            &who.ctx,
-            "auth.api_key.revoke",
-            Target::new("api_key", id),
-            Outcome::Success,
-            serde_json::json!({}),
-            who.user(),
-            Some(meta),
+        self.end_row(
+            who,
+            &EndRow {
+                table: TABLE,
+                column: "revoked_at",
+                also_null: None,
+                entity: "api key",
+                action: "auth.api_key.revoke",
+                target_kind: "api_key",
+                cache_kind: Some("apikey"),
+            },
+            id.as_uuid(),
+            meta,
         )
-        .await?;
-        tx.commit().await?;
-        self.invalidate(&[key]);
-        Ok(())
+        .await
     }
 
     pub(crate) async fn authenticate_api_key(

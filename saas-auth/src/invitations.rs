@@ -12,11 +12,12 @@ use saas_core::db::sea_query::{Expr, ExprTrait, Order, Query};
 use saas_core::{CorrelationId, TenantId, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::require_workspace;
 use crate::accounts::validate_name;
 use crate::error::AuthError;
 use crate::roles;
 use crate::secret;
-use crate::service::{Auth, Authenticated, ClientMeta, normalize_email};
+use crate::service::{Auth, Authenticated, ClientMeta, EndRow, normalize_email};
 use crate::tokens::Purpose;
 
 const TABLE: &str = "auth_invitations";
@@ -124,20 +125,7 @@ impl Auth {
         let tenant = who.ctx.tenant();
         let mut tx = self.db().begin(&who.ctx).await?;
         if let Some(ws) = new.workspace_id {
-            let found = tx
-                .fetch_optional(
-                    Query::select()
-                        .column("id")
-                        .from("workspaces")
-                        .and_where(Expr::col("tenant_id").eq(tenant))
-                        .and_where(Expr::col("id").eq(ws)),
-                )
-                .await?;
-            if found.is_none() {
-                return Err(AuthError::NotFound {
-                    entity: "workspace",
-                });
-            }
+            require_workspace(&mut tx, ws).await?;
         }
         let id = uuid::Uuid::now_v7();
         let token = secret::token(PREFIX);
@@ -237,38 +225,21 @@ impl Auth {
         id: uuid::Uuid,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.require_manager(who).await?;
-        let mut tx = self.db().begin(&who.ctx).await?;
-        let now = tx.now();
-        let n = tx
-            .execute(
-                Query::update()
-                    .table(TABLE)
-                    .value("revoked_at", now)
-                    .and_where(Expr::col("tenant_id").eq(who.ctx.tenant()))
-                    .and_where(Expr::col("id").eq(id))
-                    .and_where(Expr::col("accepted_at").is_null())
-                    .and_where(Expr::col("revoked_at").is_null()),
-            )
-            .await?;
-        if n == 0 {
-            return Err(AuthError::NotFound {
+        self.end_row(
+            who,
+            &EndRow {
+                table: TABLE,
+                column: "revoked_at",
+                also_null: Some("accepted_at"),
                 entity: "invitation",
-            });
-        }
-        self.audit(
-            &mut tx,
-            &who.ctx,
-            "auth.invitation.revoke",
-            Target::new("invitation", id),
-            Outcome::Success,
-            serde_json::json!({}),
-            who.user(),
-            Some(meta),
+                action: "auth.invitation.revoke",
+                target_kind: "invitation",
+                cache_kind: None,
+            },
+            id,
+            meta,
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Accepts an invitation of `tenant`: a new account is created with the
@@ -524,9 +495,7 @@ impl Auth {
         let inval = self.set_password_in(&mut ptx, user, hash, true).await?;
         ptx.commit().await?;
         self.invalidate(&inval);
-        let mut tx = self.db().begin(&who.ctx).await?;
-        self.audit(
-            &mut tx,
+        self.audit_alone(
             &who.ctx,
             "auth.password.change",
             Target::new("user", user),
@@ -536,7 +505,6 @@ impl Auth {
             Some(meta),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -552,9 +520,7 @@ impl Auth {
         let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
         self.clear_lock(&mut ptx, &member.email).await?;
         ptx.commit().await?;
-        let mut tx = self.db().begin(&who.ctx).await?;
-        self.audit(
-            &mut tx,
+        self.audit_alone(
             &who.ctx,
             "auth.member.unlock",
             Target::new("user", user),
@@ -564,7 +530,6 @@ impl Auth {
             Some(meta),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }

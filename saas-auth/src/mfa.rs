@@ -383,9 +383,7 @@ impl Auth {
         outcome: Outcome,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        let mut tx = self.db().begin(ctx).await?;
-        self.audit(
-            &mut tx,
+        self.audit_alone(
             ctx,
             action,
             Target::new("user", user),
@@ -395,7 +393,6 @@ impl Auth {
             Some(meta),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 

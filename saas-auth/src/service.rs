@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use saas_audit::{AuditEvent, AuditLog, Outcome, PersonalData, Target};
+use saas_core::db::sea_query::{Expr, ExprTrait, Query};
 use saas_core::db::{Db, Tx};
 use saas_core::{CorrelationId, PlatformContext, Principal, TenantContext, TenantId, UserId};
 
@@ -262,20 +263,72 @@ impl Auth {
         subject: Option<UserId>,
         meta: Option<&ClientMeta>,
     ) -> Result<(), AuthError> {
-        let mut event = AuditEvent::new(action, target)
-            .outcome(outcome)
-            .details(details);
-        if let (Some(subject), Some(meta)) = (subject, meta) {
-            let personal = PersonalData {
-                ip: meta.ip.clone(),
-                user_agent: meta.user_agent.clone(),
-                ..PersonalData::default()
-            };
-            if !personal.is_empty() {
-                event = event.personal(Some(subject.as_uuid()), personal);
-            }
-        }
+        let event = audit_event(action, target, outcome, details, subject, meta);
         self.inner.audit.append(tx, ctx, event).await?;
+        Ok(())
+    }
+
+    /// Like [`Auth::audit`], in a transaction of its own (saas-audit's
+    /// `record`), for an action that wrote nothing in the tenant (a refused
+    /// login) or whose writes were account-level.
+    #[expect(clippy::too_many_arguments, reason = "the same shape as `audit`")]
+    pub(crate) async fn audit_alone(
+        &self,
+        ctx: &TenantContext,
+        action: &str,
+        target: Target,
+        outcome: Outcome,
+        details: serde_json::Value,
+        subject: Option<UserId>,
+        meta: Option<&ClientMeta>,
+    ) -> Result<(), AuthError> {
+        let event = audit_event(action, target, outcome, details, subject, meta);
+        self.inner.audit.record(ctx, event).await?;
+        Ok(())
+    }
+
+    /// A manager ends a tenant row (revokes a key or an invitation, disables a
+    /// service identity): stamps `row.column` where it is still empty, audits
+    /// it, and drops the cached entry on every replica.
+    pub(crate) async fn end_row(
+        &self,
+        who: &Authenticated,
+        row: &EndRow,
+        id: uuid::Uuid,
+        meta: &ClientMeta,
+    ) -> Result<(), AuthError> {
+        self.require_manager(who).await?;
+        let mut tx = self.db().begin(&who.ctx).await?;
+        let now = tx.now();
+        let mut q = Query::update();
+        q.table(row.table)
+            .value(row.column, now)
+            .and_where(Expr::col("tenant_id").eq(who.ctx.tenant()))
+            .and_where(Expr::col("id").eq(id))
+            .and_where(Expr::col(row.column).is_null());
+        if let Some(col) = row.also_null {
+            q.and_where(Expr::col(col).is_null());
+        }
+        if tx.execute(&q).await? == 0 {
+            return Err(AuthError::NotFound { entity: row.entity });
+        }
+        let key = row.cache_kind.map(|kind| format!("{kind}:{id}"));
+        if let Some(key) = &key {
+            crate::cache::notify(&mut tx, key).await?;
+        }
+        self.audit(
+            &mut tx,
+            &who.ctx,
+            row.action,
+            Target::new(row.target_kind, id),
+            Outcome::Success,
+            serde_json::json!({}),
+            who.user(),
+            Some(meta),
+        )
+        .await?;
+        tx.commit().await?;
+        self.invalidate(key.as_slice());
         Ok(())
     }
 
@@ -321,6 +374,44 @@ impl Auth {
             crate::password::Verified::NoMatch
         })
     }
+}
+
+fn audit_event(
+    action: &str,
+    target: Target,
+    outcome: Outcome,
+    details: serde_json::Value,
+    subject: Option<UserId>,
+    meta: Option<&ClientMeta>,
+) -> AuditEvent {
+    let mut event = AuditEvent::new(action, target)
+        .outcome(outcome)
+        .details(details);
+    if let (Some(subject), Some(meta)) = (subject, meta) {
+        let personal = PersonalData {
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+            ..PersonalData::default()
+        };
+        if !personal.is_empty() {
+            event = event.personal(Some(subject.as_uuid()), personal);
+        }
+    }
+    event
+}
+
+/// What [`Auth::end_row`] ends.
+pub(crate) struct EndRow {
+    pub(crate) table: &'static str,
+    /// The timestamp set, e.g. `revoked_at`; only rows where it is empty match.
+    pub(crate) column: &'static str,
+    /// Another column that must still be empty (an invitation not yet accepted).
+    pub(crate) also_null: Option<&'static str>,
+    pub(crate) entity: &'static str,
+    pub(crate) action: &'static str,
+    pub(crate) target_kind: &'static str,
+    /// The cache the row's entry lives in (`apikey`, `service`), if any.
+    pub(crate) cache_kind: Option<&'static str>,
 }
 
 /// Lowercases and checks an email address.

@@ -10,11 +10,10 @@ use saas_core::{CorrelationId, Principal, ServiceId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
-use crate::cache::notify;
 use crate::error::AuthError;
 use crate::roles;
 use crate::secret::{self, Secret};
-use crate::service::{Auth, Authenticated, ClientMeta};
+use crate::service::{Auth, Authenticated, ClientMeta, EndRow};
 
 const TABLE: &str = "auth_services";
 
@@ -174,40 +173,21 @@ impl Auth {
         id: ServiceId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.require_manager(who).await?;
-        let mut tx = self.db().begin(&who.ctx).await?;
-        let now = tx.now();
-        let n = tx
-            .execute(
-                Query::update()
-                    .table(TABLE)
-                    .value("disabled_at", now)
-                    .and_where(Expr::col("tenant_id").eq(who.ctx.tenant()))
-                    .and_where(Expr::col("id").eq(id))
-                    .and_where(Expr::col("disabled_at").is_null()),
-            )
-            .await?;
-        if n == 0 {
-            return Err(AuthError::NotFound {
+        self.end_row(
+            who,
+            &EndRow {
+                table: TABLE,
+                column: "disabled_at",
+                also_null: None,
                 entity: "service identity",
-            });
-        }
-        let key = format!("service:{id}");
-        notify(&mut tx, &key).await?;
-        self.audit(
-            &mut tx,
-            &who.ctx,
-            "auth.service.disable",
-            Target::new("service", id),
-            Outcome::Success,
-            serde_json::json!({}),
-            who.user(),
-            Some(meta),
+                action: "auth.service.disable",
+                target_kind: "service",
+                cache_kind: Some("service"),
+            },
+            id.as_uuid(),
+            meta,
         )
-        .await?;
-        tx.commit().await?;
-        self.invalidate(&[key]);
-        Ok(())
+        .await
     }
 
     /// The client-credentials grant: a service identity's id and secret for

@@ -104,7 +104,7 @@ impl Auth {
         let throttle = self.throttle_state(&mut ptx, &email, ip).await?;
         if let Some(until) = throttle.locked_until {
             ptx.commit().await?;
-            self.audit_login(&ctx, None, Outcome::Denied, "locked", meta)
+            self.audit_login(&ctx, Outcome::Denied, "locked", meta)
                 .await?;
             return Err(AuthError::Locked { until });
         }
@@ -124,7 +124,7 @@ impl Auth {
             let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
             self.record_failure(&mut ptx, &email, ip).await?;
             ptx.commit().await?;
-            self.audit_login(&ctx, None, Outcome::Failure, "invalid_credentials", meta)
+            self.audit_login(&ctx, Outcome::Failure, "invalid_credentials", meta)
                 .await?;
             return Err(AuthError::InvalidCredentials);
         };
@@ -189,29 +189,20 @@ impl Auth {
     async fn audit_login(
         &self,
         ctx: &TenantContext,
-        user: Option<UserId>,
         outcome: Outcome,
         reason: &str,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        let mut tx = self.db().begin(ctx).await?;
-        let target = match user {
-            Some(u) => Target::new("user", u),
-            None => Target::kind("user"),
-        };
-        self.audit(
-            &mut tx,
+        self.audit_alone(
             ctx,
             "auth.login",
-            target,
+            Target::kind("user"),
             outcome,
             serde_json::json!({"reason": reason}),
-            user,
+            None,
             Some(meta),
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Checks an MFA challenge from [`Auth::login`]: its user, still a member.

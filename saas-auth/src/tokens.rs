@@ -186,9 +186,7 @@ impl Auth {
         ptx.commit().await?;
         self.invalidate(&inval);
         let ctx = Self::anonymous(tenant, cid);
-        let mut tx = self.db().begin(&ctx).await?;
-        self.audit(
-            &mut tx,
+        self.audit_alone(
             &ctx,
             "auth.password.reset",
             Target::new("user", user),
@@ -198,7 +196,6 @@ impl Auth {
             Some(meta),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -224,9 +221,7 @@ impl Auth {
         .await?;
         ptx.commit().await?;
         let ctx = Self::anonymous(tenant, cid);
-        let mut tx = self.db().begin(&ctx).await?;
-        self.audit(
-            &mut tx,
+        self.audit_alone(
             &ctx,
             "auth.email.verify",
             Target::new("user", user),
@@ -236,7 +231,6 @@ impl Auth {
             None,
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 

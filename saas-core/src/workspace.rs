@@ -325,7 +325,10 @@ impl Workspaces {
     }
 }
 
-async fn get_in(tx: &mut Tx, id: WorkspaceId) -> Result<Option<Workspace>, CoreError> {
+/// Reads one workspace of `tx`'s tenant inside the caller's transaction
+/// (other crates check that a workspace they link to exists, in the same
+/// transaction as the link).
+pub async fn get_in(tx: &mut Tx, id: WorkspaceId) -> Result<Option<Workspace>, CoreError> {
     let tenant = tx.require_tenant()?;
     tx.fetch_optional(
         Query::select()
