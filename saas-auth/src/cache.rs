@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
-use saas_core::db::sea_query::{Func, Query};
-use saas_core::db::{Backend, Tx};
+use saas_core::db::Tx;
 use saas_core::{CoreError, TenantId, WorkspaceId};
 
 /// The notification channel.
@@ -24,13 +23,7 @@ pub(crate) const CHANNEL: &str = "saas_auth_invalidate";
 /// Sends an invalidation that other replicas receive when `tx` commits
 /// (PostgreSQL only; SQLite is a single process).
 pub(crate) async fn notify(tx: &mut Tx, payload: &str) -> Result<(), CoreError> {
-    if tx.backend() == Backend::Postgres {
-        tx.fetch_optional(
-            Query::select().expr(Func::cust("pg_notify").arg(CHANNEL).arg(payload.to_owned())),
-        )
-        .await?;
-    }
-    Ok(())
+    saas_core::db::notify(tx, CHANNEL, payload).await
 }
 
 /// A session as the hot path needs it.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use saas_audit::{AuditEvent, AuditLog, Outcome, PersonalData, Target};
 use saas_core::db::sea_query::{Expr, ExprTrait, Query};
-use saas_core::db::{Db, Tx};
+use saas_core::db::{Db, Heard, Tx};
 use saas_core::{CorrelationId, PlatformContext, Principal, TenantContext, TenantId, UserId};
 
 use crate::cache::Caches;
@@ -432,50 +432,22 @@ impl Auth {
     /// (PostgreSQL; returns at once on SQLite). Spawn it once per process.
     /// After a lost connection every cache is cleared, since messages may
     /// have been missed, and the listener reconnects.
-    pub async fn listen(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let Some(pool) = self.inner.db.postgres_pool().cloned() else {
-            return;
-        };
-        loop {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "auth invalidation listener cannot connect; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-            };
-            if let Err(e) = listener.listen(crate::cache::CHANNEL).await {
-                tracing::warn!(error = %e, "auth invalidation listener cannot subscribe; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-            // Anything revoked while we were not listening is dropped here.
-            self.inner.caches.clear();
-            loop {
-                let msg = tokio::select! {
-                    m = listener.recv() => m,
-                    _ = stop.wait_for(|s| *s) => return,
-                };
-                match msg {
-                    Ok(n) => {
-                        if self.inner.caches.apply(n.payload())
-                            && let Err(e) = self.inner.keys.reload().await
-                        {
-                            tracing::warn!(error = %e, "signing key reload failed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "auth invalidation listener lost its connection");
+    pub async fn listen(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.inner
+            .db
+            .listen(crate::cache::CHANNEL, stop, |heard| async move {
+                let reload = match heard {
+                    // Anything revoked while we were not listening is dropped here.
+                    Heard::Reset => {
                         self.inner.caches.clear();
-                        break;
+                        false
                     }
+                    Heard::Message(m) => self.inner.caches.apply(&m),
+                };
+                if reload && let Err(e) = self.inner.keys.reload().await {
+                    tracing::warn!(error = %e, "signing key reload failed");
                 }
-            }
-        }
+            })
+            .await;
     }
 }

@@ -681,6 +681,11 @@ fn purge_key(id: TenantId) -> String {
     format!("tenant-purge:{id}")
 }
 
+/// Reads a tenant inside an open transaction (of that tenant, or a platform one).
+pub async fn get_in(tx: &mut Tx, id: TenantId) -> Result<Tenant, CoreError> {
+    load(tx, id).await
+}
+
 pub(crate) async fn load(tx: &mut Tx, id: TenantId) -> Result<Tenant, CoreError> {
     load_opt(tx, id, false)
         .await?

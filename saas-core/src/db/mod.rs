@@ -7,6 +7,7 @@
 //! read), or [`Db::begin_platform`] for platform work that spans tenants.
 
 mod migrate;
+mod notify;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Sqlite};
 
 pub use migrate::{Migration, MigrationSet, applied_migrations, migrate};
+pub use notify::{Heard, notify};
 pub use sea_query;
 
 use crate::clock::{Clock, SystemClock};

@@ -1,0 +1,800 @@
+//! The [`Authorizer`]: `authorize(&ctx, action, resource) -> Decision`.
+//!
+//! Everything the engine needs is cached in process with moka, so a warm
+//! request makes no database round trip: per tenant its tier and
+//! entitlements, its compiled policy set (generated + custom roles + custom
+//! policies) and its workspace tree as prebuilt Cedar entities; per principal
+//! its roles as a prebuilt Cedar entity. A role or policy change drops the
+//! tenant's entries locally and sends `NOTIFY saas_policy_invalidate` in its
+//! transaction so other replicas drop theirs when it commits
+//! ([`Authorizer::listen`]); entries also expire after a minute.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cedar_policy::{Context, Entities, Entity, EntityUid, PolicySet, RestrictedExpression};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use moka::sync::Cache;
+use saas_audit::{AuditEvent, AuditLog, Outcome, Target};
+use saas_core::db::{Db, Heard, Tx};
+use saas_core::tenant::{Tenants, Tier};
+use saas_core::workspace::Workspaces;
+use saas_core::{Principal, TenantContext, TenantId, WorkspaceId};
+
+use crate::catalogue::{Level, Role};
+use crate::engine::{Decision, Engine, Explanation, entity, restricted_set, uid};
+use crate::error::PolicyError;
+use crate::store;
+
+/// The invalidation channel.
+pub(crate) const CHANNEL: &str = "saas_policy_invalidate";
+
+/// What an action is asked on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// The organization itself.
+    Org,
+    /// A workspace (roles assigned above it apply).
+    Workspace(WorkspaceId),
+    /// Any other object a product protects, optionally inside a workspace.
+    Object {
+        /// Its type, e.g. `discussion`.
+        kind: String,
+        /// Its id.
+        id: String,
+        /// The workspace it lives in.
+        workspace: Option<WorkspaceId>,
+        /// Free tags a policy can test (`resource.tags.contains("eu")`).
+        tags: Vec<String>,
+    },
+}
+
+/// Facts about the request beyond the context: where it comes from and how
+/// strongly the caller authenticated. Policies see them as `context.ip` and
+/// `context.mfa_age` (seconds since the last MFA).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+    /// When MFA was last verified in this session.
+    pub mfa_at: Option<DateTime<Utc>>,
+}
+
+/// The roles identity stores for a principal (the membership's organization
+/// role, workspace roles, an API key's scopes). saas-policy adds the
+/// assignments it stores itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Organization-level roles.
+    pub org_roles: Vec<String>,
+    /// Workspace-level roles and where they are assigned.
+    pub workspace_roles: Vec<(WorkspaceId, String)>,
+    /// For an API key: the actions it may perform.
+    pub scopes: Option<Vec<String>>,
+    /// For an API key bound to a workspace.
+    pub workspace: Option<WorkspaceId>,
+}
+
+/// Where the Authorizer learns which roles identity holds for a principal.
+/// The reference server implements it over saas-auth.
+#[async_trait]
+pub trait GrantSource: Send + Sync + fmt::Debug {
+    /// The grants of `ctx`'s principal in `ctx`'s tenant; empty for one that
+    /// is not (or no longer) an active member.
+    async fn grants(&self, ctx: &TenantContext) -> Result<Grants, PolicyError>;
+}
+
+/// Which workspaces a principal may act on, as a filter for a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visible {
+    /// Every workspace of the tenant.
+    All,
+    /// Only these.
+    Only(BTreeSet<WorkspaceId>),
+}
+
+impl Visible {
+    /// Whether `id` passes the filter.
+    #[must_use]
+    pub fn contains(&self, id: WorkspaceId) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(s) => s.contains(&id),
+        }
+    }
+}
+
+pub(crate) struct TenantState {
+    pub(crate) generation: u64,
+    pub(crate) tier: Tier,
+    pub(crate) entitlements: Vec<String>,
+    set: PolicySet,
+    org_uid: EntityUid,
+    org: Entity,
+    /// Workspace entity and parent.
+    workspaces: HashMap<WorkspaceId, (Entity, Option<WorkspaceId>)>,
+    children: HashMap<WorkspaceId, Vec<WorkspaceId>>,
+    pub(crate) custom_roles: Vec<Role>,
+    has_custom_policies: bool,
+    ctx_entitlements: RestrictedExpression,
+}
+
+impl fmt::Debug for TenantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantState")
+            .field("generation", &self.generation)
+            .field("tier", &self.tier)
+            .field("workspaces", &self.workspaces.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantState {
+    /// The workspace and its ancestors.
+    fn chain(&self, id: WorkspaceId) -> Vec<WorkspaceId> {
+        let mut out = Vec::new();
+        let mut cur = Some(id);
+        while let Some(w) = cur {
+            if out.contains(&w) || out.len() > saas_core::workspace::MAX_DEPTH + 1 {
+                break;
+            }
+            match self.workspaces.get(&w) {
+                Some((_, parent)) => {
+                    out.push(w);
+                    cur = *parent;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    pub(crate) fn workspace_keys(&self) -> impl Iterator<Item = &WorkspaceId> {
+        self.workspaces.keys()
+    }
+
+    fn descendants(&self, root: WorkspaceId, out: &mut BTreeSet<WorkspaceId>) {
+        let mut stack = vec![root];
+        while let Some(w) = stack.pop() {
+            if out.insert(w)
+                && let Some(kids) = self.children.get(&w)
+            {
+                stack.extend(kids.iter().copied());
+            }
+        }
+    }
+
+    fn role(&self, engine: &Engine, level: Level, name: &str) -> Option<Role> {
+        engine.catalogue().role(level, name).cloned().or_else(|| {
+            self.custom_roles
+                .iter()
+                .find(|r| r.level == level && r.name == name)
+                .cloned()
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PrincipalState {
+    uid: EntityUid,
+    entity: Entity,
+    pub(crate) org_roles: BTreeSet<String>,
+    pub(crate) workspace_roles: BTreeMap<String, BTreeSet<WorkspaceId>>,
+    scopes: Option<BTreeSet<String>>,
+    break_glass: Option<uuid::Uuid>,
+}
+
+struct Inner {
+    engine: Engine,
+    db: Db,
+    audit: AuditLog,
+    source: Arc<dyn GrantSource>,
+    tenants_repo: Tenants,
+    workspaces_repo: Workspaces,
+    tenants: Cache<TenantId, Arc<TenantState>>,
+    principals: Cache<(TenantId, String, u64), Arc<PrincipalState>>,
+    generation: AtomicU64,
+}
+
+/// The authorization entry point. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("tenants_cached", &self.inner.tenants.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+fn principal_key(p: &Principal) -> Option<(&'static str, String)> {
+    match p {
+        Principal::User { id } => Some(("User", id.to_string())),
+        Principal::Service { id } => Some(("Service", id.to_string())),
+        Principal::ApiKey { id } => Some(("ApiKey", id.to_string())),
+        Principal::Operator { id } => Some(("Operator", id.to_string())),
+        _ => None,
+    }
+}
+
+/// The tier's feature flags as entitlement names.
+#[must_use]
+pub fn entitlements(tier: Tier) -> Vec<String> {
+    let f = tier.features();
+    [
+        ("advanced_analytics", f.advanced_analytics),
+        ("team_collaboration", f.team_collaboration),
+        ("custom_frameworks", f.custom_frameworks),
+        ("api_access", f.api_access),
+        ("sso", f.sso),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| n.to_owned())
+    .collect()
+}
+
+impl Authorizer {
+    /// An Authorizer over `db`, deciding with `engine`, learning identity's
+    /// role grants from `source`, auditing into `audit`.
+    #[must_use]
+    pub fn new(db: Db, engine: Engine, audit: AuditLog, source: Arc<dyn GrantSource>) -> Self {
+        let ttl = Duration::from_secs(60);
+        Self {
+            inner: Arc::new(Inner {
+                tenants_repo: Tenants::new(db.clone()),
+                workspaces_repo: Workspaces::new(db.clone()),
+                engine,
+                db,
+                audit,
+                source,
+                tenants: Cache::builder()
+                    .max_capacity(20_000)
+                    .time_to_live(ttl)
+                    .build(),
+                principals: Cache::builder()
+                    .max_capacity(200_000)
+                    .time_to_live(ttl)
+                    .build(),
+                generation: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The engine (catalogue, schema, generated policies).
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub(crate) fn audit_log(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Decides whether `ctx`'s principal may perform `action` on `resource`.
+    /// Denials of high-impact actions are audited, and so is every action of
+    /// an operator under break-glass.
+    ///
+    /// ```no_run
+    /// # async fn f(authz: saas_policy::Authorizer, ctx: saas_core::TenantContext) -> Result<(), saas_policy::PolicyError> {
+    /// use saas_policy::{Decision, Resource};
+    /// match authz.authorize(&ctx, "users.invite", &Resource::Org).await? {
+    ///     Decision::Allow(_) => { /* invite */ }
+    ///     Decision::Deny(why) => println!("{}", why.summary),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn authorize(
+        &self,
+        ctx: &TenantContext,
+        action: &str,
+        resource: &Resource,
+    ) -> Result<Decision, PolicyError> {
+        self.authorize_with(ctx, action, resource, &Facts::default())
+            .await
+    }
+
+    /// [`Authorizer::authorize`] with request facts (client address, MFA time).
+    pub async fn authorize_with(
+        &self,
+        ctx: &TenantContext,
+        action: &str,
+        resource: &Resource,
+        facts: &Facts,
+    ) -> Result<Decision, PolicyError> {
+        let decision = self.decide(ctx, action, resource, facts).await?;
+        let permission = self.inner.engine.catalogue().permission(action);
+        let operator = matches!(ctx.principal(), Principal::Operator { .. });
+        if (!decision.is_allowed() && permission.is_some_and(|p| p.high_impact))
+            || (operator && decision.is_allowed())
+        {
+            let (name, outcome) = if decision.is_allowed() {
+                ("policy.break_glass.action", Outcome::Success)
+            } else {
+                ("policy.deny", Outcome::Denied)
+            };
+            let ev = AuditEvent::new(name, resource_target(resource))
+                .outcome(outcome)
+                .details(serde_json::json!({
+                    "action": action,
+                    "policies": decision.explanation().policies,
+                }));
+            self.inner.audit.record(ctx, ev).await?;
+        }
+        Ok(decision)
+    }
+
+    /// The decision without its audit side effects: the hot path.
+    pub async fn decide(
+        &self,
+        ctx: &TenantContext,
+        action: &str,
+        resource: &Resource,
+        facts: &Facts,
+    ) -> Result<Decision, PolicyError> {
+        if let Principal::System { reason } = ctx.principal() {
+            // A system context is trusted code acting for a stated, audited reason.
+            return Ok(Decision::Allow(Explanation {
+                action: action.to_owned(),
+                policies: vec!["system-context".into()],
+                errors: vec![],
+                summary: format!("allowed: the system acts ({reason})"),
+            }));
+        }
+        self.inner.engine.action_uid(action)?;
+        let tenant = self.tenant_state(ctx).await?;
+        let principal = self.principal_state(ctx, &tenant).await?;
+        self.evaluate(&tenant, &principal, action, resource, facts)
+    }
+
+    fn evaluate(
+        &self,
+        tenant: &TenantState,
+        principal: &PrincipalState,
+        action: &str,
+        resource: &Resource,
+        facts: &Facts,
+    ) -> Result<Decision, PolicyError> {
+        let mut ents: Vec<Entity> = Vec::with_capacity(6);
+        ents.push(principal.entity.clone());
+        ents.push(tenant.org.clone());
+        let (resource_uid, chain_from) = match resource {
+            Resource::Org => (tenant.org_uid.clone(), None),
+            Resource::Workspace(w) => (uid("Workspace", &w.to_string())?, Some(*w)),
+            Resource::Object {
+                kind,
+                id,
+                workspace,
+                tags,
+            } => {
+                let ruid = uid("Resource", &format!("{kind}:{id}"))?;
+                let parent = match workspace {
+                    Some(w) if tenant.workspaces.contains_key(w) => {
+                        uid("Workspace", &w.to_string())?
+                    }
+                    // Unknown workspace: the object belongs to no organization
+                    // of ours, and tenant isolation denies it.
+                    Some(w) => uid("Workspace", &w.to_string())?,
+                    None => tenant.org_uid.clone(),
+                };
+                ents.push(entity(
+                    ruid.clone(),
+                    vec![
+                        (
+                            "kind".into(),
+                            RestrictedExpression::new_string(kind.clone()),
+                        ),
+                        (
+                            "tags".into(),
+                            restricted_set(tags.iter().map(String::as_str)),
+                        ),
+                    ],
+                    vec![parent],
+                    vec![],
+                )?);
+                (ruid, *workspace)
+            }
+        };
+        if let Some(w) = chain_from {
+            for id in tenant.chain(w) {
+                if let Some((e, _)) = tenant.workspaces.get(&id) {
+                    ents.push(e.clone());
+                }
+            }
+        }
+        let entities =
+            Entities::from_entities(ents, None).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let now = self.inner.db.clock().now();
+        let mut pairs: Vec<(String, RestrictedExpression)> = vec![
+            (
+                "action".into(),
+                RestrictedExpression::new_string(action.to_owned()),
+            ),
+            (
+                "tier".into(),
+                RestrictedExpression::new_string(tenant.tier.as_str().to_owned()),
+            ),
+            ("entitlements".into(), tenant.ctx_entitlements.clone()),
+            (
+                "now".into(),
+                RestrictedExpression::new_long(now.timestamp()),
+            ),
+            (
+                "hour".into(),
+                RestrictedExpression::new_long(i64::from(now.hour())),
+            ),
+            (
+                "weekday".into(),
+                RestrictedExpression::new_long(i64::from(now.weekday().number_from_monday())),
+            ),
+            (
+                "break_glass".into(),
+                RestrictedExpression::new_bool(principal.break_glass.is_some()),
+            ),
+        ];
+        if let Some(at) = facts.mfa_at {
+            pairs.push((
+                "mfa_age".into(),
+                RestrictedExpression::new_long((now - at).num_seconds().max(0)),
+            ));
+        }
+        if let Some(ip) = facts.ip {
+            pairs.push(("ip".into(), RestrictedExpression::new_ip(ip.to_string())));
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        self.inner.engine.evaluate(
+            &tenant.set,
+            principal.uid.clone(),
+            action,
+            resource_uid,
+            context,
+            &entities,
+        )
+    }
+
+    /// Every catalogue action `ctx`'s principal may perform on `resource`.
+    pub async fn permissions_on(
+        &self,
+        ctx: &TenantContext,
+        resource: &Resource,
+        facts: &Facts,
+    ) -> Result<BTreeSet<String>, PolicyError> {
+        let mut out = BTreeSet::new();
+        let names: Vec<String> = self
+            .inner
+            .engine
+            .catalogue()
+            .permissions()
+            .map(|p| p.name.clone())
+            .collect();
+        for name in names {
+            if self.decide(ctx, &name, resource, facts).await?.is_allowed() {
+                out.insert(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which workspaces `ctx`'s principal may perform `action` on, as a
+    /// filter for a query rather than a check per row: organization-level
+    /// roles that grant the action open every workspace; workspace roles open
+    /// their subtree. Where the tenant has policies of its own (which may
+    /// forbid or permit more), the candidates are decided by the engine over
+    /// the cached workspace tree, still without reading a row.
+    pub async fn visible_workspaces(
+        &self,
+        ctx: &TenantContext,
+        action: &str,
+        facts: &Facts,
+    ) -> Result<Visible, PolicyError> {
+        if matches!(ctx.principal(), Principal::System { .. }) {
+            return Ok(Visible::All);
+        }
+        self.inner.engine.action_uid(action)?;
+        let tenant = self.tenant_state(ctx).await?;
+        let principal = self.principal_state(ctx, &tenant).await?;
+        let engine = &self.inner.engine;
+        let needs_engine = tenant.has_custom_policies
+            || principal.scopes.is_some()
+            || principal.break_glass.is_some();
+        if !needs_engine {
+            let org_wide = principal.org_roles.iter().any(|r| {
+                tenant
+                    .role(engine, Level::Org, r)
+                    .is_some_and(|role| role.permissions.contains(action))
+            });
+            if org_wide
+                && self
+                    .evaluate(&tenant, &principal, action, &Resource::Org, facts)?
+                    .is_allowed()
+            {
+                return Ok(Visible::All);
+            }
+            let mut out = BTreeSet::new();
+            for (role, scopes) in &principal.workspace_roles {
+                let grants = tenant
+                    .role(engine, Level::Workspace, role)
+                    .is_some_and(|r| r.permissions.contains(action));
+                if grants {
+                    for w in scopes {
+                        if tenant.workspaces.contains_key(w) {
+                            tenant.descendants(*w, &mut out);
+                        }
+                    }
+                }
+            }
+            // Entitlement forbids still apply: check one representative.
+            if let Some(first) = out.iter().next().copied()
+                && !self
+                    .evaluate(
+                        &tenant,
+                        &principal,
+                        action,
+                        &Resource::Workspace(first),
+                        facts,
+                    )?
+                    .is_allowed()
+            {
+                out.clear();
+            }
+            return Ok(Visible::Only(out));
+        }
+        let mut out = BTreeSet::new();
+        for w in tenant.workspaces.keys() {
+            if self
+                .evaluate(&tenant, &principal, action, &Resource::Workspace(*w), facts)?
+                .is_allowed()
+            {
+                out.insert(*w);
+            }
+        }
+        Ok(Visible::Only(out))
+    }
+
+    pub(crate) fn cached_tier(&self, tenant: TenantId) -> Option<Tier> {
+        self.inner.tenants.get(&tenant).map(|s| s.tier)
+    }
+
+    pub(crate) async fn tenant_state(
+        &self,
+        ctx: &TenantContext,
+    ) -> Result<Arc<TenantState>, PolicyError> {
+        if let Some(s) = self.inner.tenants.get(&ctx.tenant()) {
+            return Ok(s);
+        }
+        let s = Arc::new(self.load_tenant(ctx).await?);
+        self.inner.tenants.insert(ctx.tenant(), s.clone());
+        Ok(s)
+    }
+
+    async fn load_tenant(&self, ctx: &TenantContext) -> Result<TenantState, PolicyError> {
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        let tenant = self.inner.tenants_repo.current(ctx).await?;
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.inner.workspaces_repo.list(ctx, after, 1000).await?;
+            let done = page.len() < 1000;
+            after = page.last().map(|w| w.id);
+            all.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut tx = self.inner.db.read(ctx).await?;
+        let custom_roles = store::custom_roles(&mut tx, ctx.tenant()).await?;
+        let custom_policies = store::current_policies(&mut tx, ctx.tenant()).await?;
+        tx.commit().await?;
+        let org_uid = uid("Org", &ctx.tenant().to_string())?;
+        let org = entity(org_uid.clone(), vec![], vec![], vec![])?;
+        let mut workspaces = HashMap::new();
+        let mut children: HashMap<WorkspaceId, Vec<WorkspaceId>> = HashMap::new();
+        for w in &all {
+            let parent = match w.parent_id {
+                Some(p) => uid("Workspace", &p.to_string())?,
+                None => org_uid.clone(),
+            };
+            let e = entity(
+                uid("Workspace", &w.id.to_string())?,
+                vec![("tags".into(), restricted_set(std::iter::empty()))],
+                vec![parent],
+                vec![],
+            )?;
+            workspaces.insert(w.id, (e, w.parent_id));
+            if let Some(p) = w.parent_id {
+                children.entry(p).or_default().push(w.id);
+            }
+        }
+        let sources: Vec<(String, String)> = custom_policies
+            .iter()
+            .map(|p| (p.name.clone(), p.source.clone()))
+            .collect();
+        let set = self.inner.engine.tenant_set(&custom_roles, &sources)?;
+        let ents = entitlements(tenant.tier);
+        Ok(TenantState {
+            generation,
+            tier: tenant.tier,
+            ctx_entitlements: restricted_set(ents.iter().map(String::as_str)),
+            entitlements: ents,
+            set,
+            org_uid,
+            org,
+            workspaces,
+            children,
+            custom_roles,
+            has_custom_policies: !sources.is_empty(),
+        })
+    }
+
+    pub(crate) async fn principal_state(
+        &self,
+        ctx: &TenantContext,
+        tenant: &TenantState,
+    ) -> Result<Arc<PrincipalState>, PolicyError> {
+        let (kind, id) = principal_key(ctx.principal())
+            .ok_or_else(|| PolicyError::Forbidden("unknown principal".into()))?;
+        let key = (ctx.tenant(), id, tenant.generation);
+        if let Some(p) = self.inner.principals.get(&key) {
+            return Ok(p);
+        }
+        let p = Arc::new(self.load_principal(ctx, kind, &key.1, tenant).await?);
+        self.inner.principals.insert(key, p.clone());
+        Ok(p)
+    }
+
+    async fn load_principal(
+        &self,
+        ctx: &TenantContext,
+        kind: &'static str,
+        id: &str,
+        tenant: &TenantState,
+    ) -> Result<PrincipalState, PolicyError> {
+        let mut grants = match ctx.principal() {
+            Principal::Operator { .. } => Grants::default(),
+            _ => self.inner.source.grants(ctx).await?,
+        };
+        let mut tx = self.inner.db.read(ctx).await?;
+        let extra = store::assignments_of(&mut tx, ctx.tenant(), kind, id).await?;
+        let break_glass = match ctx.principal() {
+            Principal::Operator { id } => {
+                let now = tx.now();
+                store::active_break_glass(&mut tx, ctx.tenant(), *id, now).await?
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        // A member who is gone holds nothing, whatever policy kept.
+        let member = !grants.org_roles.is_empty() || grants.scopes.is_some();
+        if member {
+            for a in extra {
+                match a.level {
+                    Level::Org => grants.org_roles.push(a.role),
+                    Level::Workspace => {
+                        if let Some(w) = a.workspace {
+                            grants.workspace_roles.push((w, a.role));
+                        }
+                    }
+                }
+            }
+        }
+        let org_roles: BTreeSet<String> = grants.org_roles.into_iter().collect();
+        let mut workspace_roles: BTreeMap<String, BTreeSet<WorkspaceId>> = BTreeMap::new();
+        for (w, r) in grants.workspace_roles {
+            workspace_roles.entry(r).or_default().insert(w);
+        }
+        let puid = uid(kind, id)?;
+        let mut attrs = vec![
+            (
+                "org".into(),
+                RestrictedExpression::new_entity_uid(tenant.org_uid.clone()),
+            ),
+            (
+                "roles".into(),
+                restricted_set(org_roles.iter().map(String::as_str)),
+            ),
+        ];
+        let scopes = grants
+            .scopes
+            .map(|s| s.into_iter().collect::<BTreeSet<_>>());
+        if kind == "ApiKey" {
+            attrs.push((
+                "scopes".into(),
+                restricted_set(scopes.iter().flatten().map(String::as_str)),
+            ));
+            if let Some(w) = grants.workspace {
+                attrs.push((
+                    "workspace".into(),
+                    RestrictedExpression::new_entity_uid(uid("Workspace", &w.to_string())?),
+                ));
+            }
+        }
+        let mut tags = Vec::new();
+        for (role, ws) in &workspace_roles {
+            let mut set = Vec::new();
+            for w in ws {
+                set.push(RestrictedExpression::new_entity_uid(uid(
+                    "Workspace",
+                    &w.to_string(),
+                )?));
+            }
+            tags.push((role.clone(), RestrictedExpression::new_set(set)));
+        }
+        let parents = if kind == "Operator" {
+            vec![]
+        } else {
+            vec![tenant.org_uid.clone()]
+        };
+        Ok(PrincipalState {
+            entity: entity(puid.clone(), attrs, parents, tags)?,
+            uid: puid,
+            org_roles,
+            workspace_roles,
+            scopes,
+            break_glass,
+        })
+    }
+
+    /// Drops everything cached about `tenant` on this replica.
+    pub fn invalidate_local(&self, tenant: TenantId) {
+        self.inner.tenants.invalidate(&tenant);
+    }
+
+    /// Drops `tenant`'s cache here and, when `tx` commits, on every replica.
+    pub(crate) async fn invalidate_in(
+        &self,
+        tx: &mut Tx,
+        tenant: TenantId,
+    ) -> Result<(), PolicyError> {
+        saas_core::db::notify(tx, CHANNEL, &tenant.to_string()).await?;
+        self.invalidate_local(tenant);
+        Ok(())
+    }
+
+    /// Tells every replica that roles identity stores for `ctx`'s tenant
+    /// changed (a membership role, a workspace role, a key): call it after
+    /// such a change commits.
+    pub async fn roles_changed(&self, ctx: &TenantContext) -> Result<(), PolicyError> {
+        self.invalidate_local(ctx.tenant());
+        let mut tx = self.inner.db.begin(ctx).await?;
+        saas_core::db::notify(&mut tx, CHANNEL, &ctx.tenant().to_string()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Follows invalidations from other replicas until `stop` turns true
+    /// (PostgreSQL; returns at once on SQLite). Spawn it once per process.
+    pub async fn listen(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.inner
+            .db
+            .listen(CHANNEL, stop, |heard| async move {
+                match heard {
+                    Heard::Message(m) => match m.parse::<TenantId>() {
+                        Ok(t) => self.invalidate_local(t),
+                        Err(_) => self.inner.tenants.invalidate_all(),
+                    },
+                    Heard::Reset => self.inner.tenants.invalidate_all(),
+                }
+            })
+            .await;
+    }
+}
+
+pub(crate) fn resource_target(r: &Resource) -> Target {
+    match r {
+        Resource::Org => Target::kind("organization"),
+        Resource::Workspace(w) => Target::new("workspace", w),
+        Resource::Object { kind, id, .. } => Target::new(kind.clone(), id),
+    }
+}

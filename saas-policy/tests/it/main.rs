@@ -1,0 +1,100 @@
+//! saas-policy integration tests. Every storage test runs on SQLite and PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
+mod admin;
+mod matrix;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use saas_audit::{AuditLog, CheckpointSigner};
+use saas_core::db::MigrationSet;
+use saas_core::workspace::{NewWorkspace, Workspaces};
+use saas_core::{Principal, TenantContext, TenantId, UserId, WorkspaceId};
+use saas_policy::{Authorizer, Catalogue, Engine, GrantSource, Grants, PolicyError};
+use saas_test_support::TestDb;
+
+pub(crate) fn sets() -> [MigrationSet; 3] {
+    [
+        saas_core::migrations(),
+        saas_audit::migrations(),
+        saas_policy::migrations(),
+    ]
+}
+
+/// Identity's grants, in memory.
+#[derive(Debug, Default)]
+pub(crate) struct MemGrants(Mutex<HashMap<(TenantId, String), Grants>>);
+
+impl MemGrants {
+    pub(crate) fn set(&self, ctx: &TenantContext, g: Grants) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert((ctx.tenant(), format!("{:?}", ctx.principal())), g);
+    }
+}
+
+#[async_trait]
+impl GrantSource for MemGrants {
+    async fn grants(&self, ctx: &TenantContext) -> Result<Grants, PolicyError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&(ctx.tenant(), format!("{:?}", ctx.principal())))
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+pub(crate) fn authorizer(t: &TestDb, grants: Arc<MemGrants>) -> Authorizer {
+    let engine = Engine::new(Catalogue::default_catalogue().unwrap()).unwrap();
+    let audit = AuditLog::new(t.db.clone(), CheckpointSigner::random("test"));
+    Authorizer::new(t.db.clone(), engine, audit, grants)
+}
+
+/// A user of `tenant` holding `grants`.
+pub(crate) fn user(grants: &MemGrants, tenant: &TenantContext, g: Grants) -> TenantContext {
+    let ctx = TenantContext::for_test(tenant.tenant(), Principal::User { id: UserId::new() });
+    grants.set(&ctx, g);
+    ctx
+}
+
+/// Root workspace, a child and a grandchild, and a sibling of the child.
+pub(crate) struct Tree {
+    pub(crate) root: WorkspaceId,
+    pub(crate) child: WorkspaceId,
+    pub(crate) grandchild: WorkspaceId,
+    pub(crate) sibling_root: WorkspaceId,
+}
+
+pub(crate) async fn tree(t: &TestDb, ctx: &TenantContext) -> Tree {
+    let ws = Workspaces::new(t.db.clone());
+    let mk = |name: &str, parent: Option<WorkspaceId>| NewWorkspace {
+        name: name.into(),
+        parent_id: parent,
+    };
+    let root = ws.create(ctx, mk("root", None)).await.unwrap().id;
+    let child = ws.create(ctx, mk("child", Some(root))).await.unwrap().id;
+    let grandchild = ws
+        .create(ctx, mk("grandchild", Some(child)))
+        .await
+        .unwrap()
+        .id;
+    let sibling_root = ws.create(ctx, mk("other", None)).await.unwrap().id;
+    Tree {
+        root,
+        child,
+        grandchild,
+        sibling_root,
+    }
+}
