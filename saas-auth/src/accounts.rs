@@ -325,7 +325,7 @@ impl Auth {
 
     /// Step-up applies to people; an operator acting in a tenant has no MFA
     /// session here (break-glass with MFA comes with saas-policy).
-    pub(crate) fn require_step_up(&self, who: &Authenticated) -> Result<(), AuthError> {
+    pub fn require_step_up(&self, who: &Authenticated) -> Result<(), AuthError> {
         match who.ctx.principal() {
             Principal::Operator { .. } => Ok(()),
             _ => self.require_recent_mfa(who),
@@ -852,5 +852,90 @@ impl Auth {
                 })
             })
             .collect()
+    }
+}
+
+/// The roles identity holds for a principal in its tenant, for an
+/// authorization layer (saas-policy's `GrantSource`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleGrants {
+    /// Organization roles (a member's role; a service identity's roles).
+    pub org_roles: Vec<String>,
+    /// Workspace roles and where they hold.
+    pub workspace_roles: Vec<(WorkspaceId, String)>,
+    /// An API key's scopes.
+    pub scopes: Option<Vec<String>>,
+    /// The workspace an API key is bound to.
+    pub workspace: Option<WorkspaceId>,
+}
+
+impl Auth {
+    /// What `ctx`'s principal holds: nothing for a disabled member or service,
+    /// or a revoked or expired key.
+    pub async fn role_grants(
+        &self,
+        ctx: &saas_core::TenantContext,
+    ) -> Result<RoleGrants, AuthError> {
+        let tenant = ctx.tenant();
+        let mut tx = self.db().read(ctx).await?;
+        let mut g = RoleGrants::default();
+        match ctx.principal() {
+            Principal::User { id } => {
+                if let Some((role, false)) = self.membership(&mut tx, tenant, *id).await? {
+                    g.org_roles.push(role);
+                    let rows = tx
+                        .fetch_all(
+                            Query::select()
+                                .columns(["workspace_id", "role"])
+                                .from(WS_MEMBERS)
+                                .and_where(Expr::col("tenant_id").eq(tenant))
+                                .and_where(Expr::col("user_id").eq(*id)),
+                        )
+                        .await?;
+                    for r in rows {
+                        g.workspace_roles
+                            .push((r.get("workspace_id")?, r.get("role")?));
+                    }
+                }
+            }
+            Principal::Service { id } => {
+                let row = tx
+                    .fetch_optional(
+                        Query::select()
+                            .column("roles")
+                            .from(crate::services::TABLE)
+                            .and_where(Expr::col("tenant_id").eq(tenant))
+                            .and_where(Expr::col("id").eq(*id))
+                            .and_where(Expr::col("disabled_at").is_null()),
+                    )
+                    .await?;
+                if let Some(r) = row {
+                    g.org_roles = r.get::<sqlx::types::Json<Vec<String>>>("roles")?.0;
+                }
+            }
+            Principal::ApiKey { id } => {
+                let now = tx.now();
+                let row = tx
+                    .fetch_optional(
+                        Query::select()
+                            .columns(["scopes", "workspace_id", "expires_at"])
+                            .from(crate::api_keys::TABLE)
+                            .and_where(Expr::col("tenant_id").eq(tenant))
+                            .and_where(Expr::col("id").eq(*id))
+                            .and_where(Expr::col("revoked_at").is_null()),
+                    )
+                    .await?;
+                if let Some(r) = row {
+                    let expires: Option<DateTime<Utc>> = r.get("expires_at")?;
+                    if expires.is_none_or(|e| e > now) {
+                        g.scopes = Some(r.get::<sqlx::types::Json<Vec<String>>>("scopes")?.0);
+                        g.workspace = r.get("workspace_id")?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(g)
     }
 }

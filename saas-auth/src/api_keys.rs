@@ -23,7 +23,7 @@ use crate::secret::{self, Secret};
 use crate::service::{Auth, Authenticated, ClientMeta, EndRow};
 
 pub(crate) const PREFIX: &str = "sak_";
-const TABLE: &str = "auth_api_keys";
+pub(crate) const TABLE: &str = "auth_api_keys";
 
 /// An API key as listed (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

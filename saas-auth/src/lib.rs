@@ -18,7 +18,9 @@ mod subject;
 mod throttle;
 mod tokens;
 
-pub use accounts::{Me, Member, MemberPatch, Membership, NewMember, OrgSettings, WorkspaceMember};
+pub use accounts::{
+    Me, Member, MemberPatch, Membership, NewMember, OrgSettings, RoleGrants, WorkspaceMember,
+};
 pub use error::AuthError;
 pub use secret::{MasterKey, Secret};
 pub use service::{Auth, AuthConfig, Authenticated, ClientMeta, ThrottlePolicy};

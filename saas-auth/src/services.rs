@@ -15,7 +15,7 @@ use crate::roles;
 use crate::secret::{self, Secret};
 use crate::service::{Auth, Authenticated, ClientMeta, EndRow};
 
-const TABLE: &str = "auth_services";
+pub(crate) const TABLE: &str = "auth_services";
 
 /// A service identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -10,7 +10,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use saas_core::config::TenantConfigs;
 use saas_core::db::Db;
@@ -25,6 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::guard::{Api, Guard, RouteSpec};
 use crate::problem::{self, ApiError, PROBLEM_JSON, Problem};
 use crate::routes;
 
@@ -45,6 +45,7 @@ struct Inner {
     jobs: JobStore,
     audit: saas_audit::AuditLog,
     auth: saas_auth::Auth,
+    policy: saas_policy::Authorizer,
     resolver: PlatformContext,
     maintenance: PlatformContext,
 }
@@ -55,7 +56,7 @@ impl AppState {
     /// Without `config.audit_key` checkpoints are signed with a random key
     /// that lives as long as the process (use [`crate::prepare`] to persist one).
     /// Loads (or creates) the token signing keys.
-    pub async fn new(db: Db, config: Config) -> Result<Self, saas_auth::AuthError> {
+    pub async fn new(db: Db, config: Config) -> Result<Self, crate::ServerError> {
         if db
             .set_change_recorder(Arc::new(saas_audit::ChangeAuditor))
             .is_err()
@@ -75,6 +76,7 @@ impl AppState {
             });
         let audit = saas_audit::AuditLog::new(db.clone(), signer);
         let auth = saas_auth::Auth::new(db.clone(), audit.clone(), config.auth_config()).await?;
+        let engine = saas_policy::Engine::new(saas_policy::Catalogue::default_catalogue()?)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 tenants: Tenants::new(db.clone()),
@@ -82,6 +84,12 @@ impl AppState {
                 configs: TenantConfigs::new(db.clone()),
                 operators: Operators::new(db.clone()),
                 jobs: JobStore::new(db.clone()),
+                policy: saas_policy::Authorizer::new(
+                    db.clone(),
+                    engine,
+                    audit.clone(),
+                    Arc::new(AuthGrants(auth.clone())),
+                ),
                 audit,
                 auth,
                 resolver: PlatformContext::system("request tenant resolution"),
@@ -124,6 +132,11 @@ impl AppState {
     pub fn auth(&self) -> &saas_auth::Auth {
         &self.inner.auth
     }
+    /// Authorization.
+    #[must_use]
+    pub fn policy(&self) -> &saas_policy::Authorizer {
+        &self.inner.policy
+    }
     pub(crate) fn jobs(&self) -> &JobStore {
         &self.inner.jobs
     }
@@ -155,21 +168,50 @@ pub(crate) fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Every route of the server with its guard: the one list both the router
+/// and the route-walking test are built from.
+pub(crate) fn api(state: AppState) -> Api {
+    Api::new(state.clone())
+        .get(
+            "/api/health",
+            Guard::Public("liveness probe"),
+            routes::ops::health,
+        )
+        .get(
+            "/api/ready",
+            Guard::Public("readiness probe"),
+            routes::ops::ready,
+        )
+        .get(
+            "/api/metrics",
+            Guard::Public("Prometheus scrape; bind it to an internal network"),
+            routes::ops::metrics,
+        )
+        .get(
+            "/.well-known/jwks.json",
+            Guard::Public("public signing keys"),
+            routes::identity::jwks,
+        )
+        .merge(routes::platform::router(state.clone()))
+        .merge(routes::tenant::router(state.clone()))
+        .merge(routes::identity::public_router(state.clone()))
+        .merge(routes::identity::router(state.clone()))
+        .merge(routes::policy::router(state))
+}
+
+/// Every route with its guard (for tests and documentation).
+#[must_use]
+pub fn route_specs(state: AppState) -> Vec<RouteSpec> {
+    api(state).into_parts().1
+}
+
 /// Builds the whole router.
 pub fn router(state: AppState) -> Router {
     let _ = metrics_handle();
     let body_limit = state.config().body_limit;
     let timeout = Duration::from_secs(state.config().request_timeout_secs.max(1));
-    Router::new()
-        .route("/api/health", get(routes::ops::health))
-        .route("/api/ready", get(routes::ops::ready))
-        .route("/api/metrics", get(routes::ops::metrics))
-        .route("/.well-known/jwks.json", get(routes::identity::jwks))
-        .merge(routes::platform::router())
-        .merge(routes::tenant::router(state.clone()))
-        .merge(routes::identity::public_router(state.clone()))
-        .merge(routes::identity::router(state.clone()))
-        .fallback(fallback)
+    let (api, _) = api(state.clone()).into_parts();
+    api.fallback(fallback)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -259,4 +301,27 @@ fn finish_problem(mut res: Response, cid: &CorrelationId) -> Response {
         parts.headers.insert(k.clone(), v.clone());
     }
     Response::from_parts(parts, Body::new(body))
+}
+
+/// saas-policy learns identity's role grants from saas-auth.
+#[derive(Debug)]
+struct AuthGrants(saas_auth::Auth);
+
+#[async_trait::async_trait]
+impl saas_policy::GrantSource for AuthGrants {
+    async fn grants(
+        &self,
+        ctx: &saas_core::TenantContext,
+    ) -> Result<saas_policy::Grants, saas_policy::PolicyError> {
+        let g = self.0.role_grants(ctx).await.map_err(|e| match e {
+            saas_auth::AuthError::Core(c) => saas_policy::PolicyError::Core(c),
+            other => saas_policy::PolicyError::Engine(other.to_string()),
+        })?;
+        Ok(saas_policy::Grants {
+            org_roles: g.org_roles,
+            workspace_roles: g.workspace_roles,
+            scopes: g.scopes,
+            workspace: g.workspace,
+        })
+    }
 }

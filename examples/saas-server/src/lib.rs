@@ -8,6 +8,7 @@ pub mod app;
 mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod guard;
 pub mod problem;
 mod routes;
 
@@ -21,7 +22,7 @@ use saas_core::jobs::{JobStore, TenantPurgeHandler, Worker, WorkerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use app::{AppState, router};
+pub use app::{AppState, route_specs, router};
 pub use config::Config;
 
 /// Every migration set the server applies, in order.
@@ -31,6 +32,7 @@ pub fn migration_sets() -> Vec<MigrationSet> {
         saas_core::migrations(),
         saas_audit::migrations(),
         saas_auth::migrations(),
+        saas_policy::migrations(),
     ]
 }
 
@@ -49,6 +51,9 @@ pub enum ServerError {
     /// Identity could not start (signing keys, mailer).
     #[error(transparent)]
     Auth(#[from] saas_auth::AuthError),
+    /// Authorization could not start (catalogue, schema).
+    #[error(transparent)]
+    Policy(#[from] saas_policy::PolicyError),
     /// Binding or serving failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -66,7 +71,7 @@ pub async fn prepare(cfg: &Config) -> Result<AppState, ServerError> {
     if cfg.auth_key.is_none() {
         cfg.auth_key = Some(bootstrap::key_file(&cfg.data_dir, "auth-master.key")?);
     }
-    Ok(AppState::new(db, cfg).await?)
+    AppState::new(db, cfg).await
 }
 
 /// Signs the head of the platform chain and of every tenant chain.
@@ -162,6 +167,11 @@ pub async fn serve(
         let rx = stop_rx.clone();
         async move { auth.listen(rx).await }
     });
+    let policy_invalidations = tokio::spawn({
+        let policy = state.policy().clone();
+        let rx = stop_rx.clone();
+        async move { policy.listen(rx).await }
+    });
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let mut serve_rx = stop_rx;
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -177,6 +187,7 @@ pub async fn serve(
     let _ = worker_task.await;
     let _ = checkpoints.await;
     let _ = invalidations.await;
+    let _ = policy_invalidations.await;
     db.close().await;
     tracing::info!("server stopped");
     Ok(result?)

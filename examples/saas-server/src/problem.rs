@@ -34,6 +34,10 @@ pub struct Problem {
     /// The request's correlation id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// Problem-specific members (the denied `action`, the exceeded `quota`,
+    /// policy `errors` with lines).
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An error a handler returns.
@@ -43,6 +47,7 @@ pub struct ApiError {
     code: String,
     detail: String,
     field: Option<String>,
+    extensions: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -53,7 +58,17 @@ impl ApiError {
             code: code.into(),
             detail: detail.into(),
             field: None,
+            extensions: None,
         }
+    }
+
+    /// Adds a problem-specific member.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extensions
+            .get_or_insert_with(Box::default)
+            .insert(key.to_owned(), value);
+        self
     }
 
     /// The HTTP status.
@@ -73,6 +88,7 @@ impl ApiError {
             code: self.code.clone(),
             field: self.field.clone(),
             correlation_id: None,
+            extensions: self.extensions.as_deref().cloned().unwrap_or_default(),
         }
     }
 }
@@ -111,6 +127,70 @@ impl From<CoreError> for ApiError {
             code,
             detail: e.to_string(),
             field,
+            extensions: None,
+        }
+    }
+}
+
+impl From<saas_policy::PolicyError> for ApiError {
+    fn from(e: saas_policy::PolicyError) -> Self {
+        use saas_policy::PolicyError as E;
+        match e {
+            E::Core(c) => c.into(),
+            E::Validation { field, message } => {
+                let mut err = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    message,
+                );
+                err.field = Some(field.to_owned());
+                err
+            }
+            E::InvalidPolicy(diags) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                format!(
+                    "the policy is invalid: {}",
+                    diags.first().map_or("", |d| d.message.as_str())
+                ),
+            )
+            .with("errors", serde_json::json!(diags)),
+            E::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            E::NotFound { entity } => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{entity} not found"),
+            ),
+            E::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
+            E::QuotaExceeded(q) => {
+                // A periodic quota comes back by itself (429, retry later); a
+                // stock quota needs a bigger plan (402).
+                let status = if q.resets_at.is_some() {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::PAYMENT_REQUIRED
+                };
+                Self::new(
+                    status,
+                    "quota_exceeded",
+                    format!(
+                        "the {} quota is exhausted ({} of {})",
+                        q.quota, q.used, q.limit
+                    ),
+                )
+                .with("quota", serde_json::json!(q.quota))
+                .with("limit", serde_json::json!(q.limit))
+                .with("used", serde_json::json!(q.used))
+                .with("resets_at", serde_json::json!(q.resets_at))
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "an internal error occurred; quote the correlation id when reporting it",
+                )
+            }
         }
     }
 }
@@ -158,6 +238,7 @@ impl From<saas_auth::AuthError> for ApiError {
             code,
             detail: e.to_string(),
             field,
+            extensions: None,
         }
     }
 }

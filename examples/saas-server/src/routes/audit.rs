@@ -9,7 +9,7 @@ use saas_audit::{AuditPage, AuditQuery, Checkpoint, Scope, VerifyReport};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::{Admin, Platform};
+use crate::auth::{Platform, Tenant};
 use crate::problem::{ApiError, ApiQuery};
 
 /// A range of chain positions.
@@ -22,7 +22,7 @@ pub(crate) struct Range {
 
 pub(crate) async fn tenant_list(
     State(s): State<AppState>,
-    Admin(ctx): Admin,
+    Tenant(ctx): Tenant,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     Ok(Json(s.audit().query(&ctx, &q).await?))
@@ -30,7 +30,7 @@ pub(crate) async fn tenant_list(
 
 pub(crate) async fn tenant_export(
     State(s): State<AppState>,
-    Admin(ctx): Admin,
+    Tenant(ctx): Tenant,
     ApiQuery(r): ApiQuery<Range>,
 ) -> Result<axum::response::Response, ApiError> {
     export(&s, Scope::Tenant(&ctx), r).await
@@ -38,7 +38,7 @@ pub(crate) async fn tenant_export(
 
 pub(crate) async fn tenant_verify(
     State(s): State<AppState>,
-    Admin(ctx): Admin,
+    Tenant(ctx): Tenant,
     ApiQuery(r): ApiQuery<Range>,
 ) -> Result<Json<VerifyReport>, ApiError> {
     Ok(Json(s.audit().verify(&ctx, r.from_seq.unwrap_or(1)).await?))

@@ -5,11 +5,10 @@
 //! behind [`tenant_scope`], so a handler cannot run without an
 //! [`Authenticated`](saas_auth::Authenticated) caller.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use saas_auth::api_keys::{ApiKey, NewApiKey};
 use saas_auth::invitations::{AcceptInvitation, Invitation, NewInvitation};
 use saas_auth::mfa::{MfaSetup, RecoveryCodes};
@@ -21,62 +20,199 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::{Authn, Meta, Platform, PublicTenant, tenant_only, tenant_scope};
+use crate::guard::{self, Api, Guard};
 use crate::problem::{ApiError, ApiJson, ApiPath};
+use saas_policy::{Level, Resource};
 
 /// Routes that resolve the tenant but need no credential.
-pub(crate) fn public_router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/login/mfa", post(login_mfa))
-        .route("/api/auth/login/mfa/setup", post(login_mfa_setup))
-        .route("/api/auth/login/mfa/confirm", post(login_mfa_confirm))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/token", post(service_token))
-        .route("/api/auth/password/forgot", post(forgot_password))
-        .route("/api/auth/password/reset", post(reset_password))
-        .route("/api/auth/verify-email", post(verify_email))
-        .route("/api/auth/invitations/accept", post(accept_invitation))
-        .route_layer(middleware::from_fn_with_state(state, tenant_only))
+pub(crate) fn public_router(state: AppState) -> Api {
+    Api::new(state.clone())
+        .post(
+            "/api/auth/register",
+            Guard::Public("identity flow before a credential exists"),
+            register,
+        )
+        .post(
+            "/api/auth/login",
+            Guard::Public("identity flow before a credential exists"),
+            login,
+        )
+        .post(
+            "/api/auth/login/mfa",
+            Guard::Public("identity flow before a credential exists"),
+            login_mfa,
+        )
+        .post(
+            "/api/auth/login/mfa/setup",
+            Guard::Public("identity flow before a credential exists"),
+            login_mfa_setup,
+        )
+        .post(
+            "/api/auth/login/mfa/confirm",
+            Guard::Public("identity flow before a credential exists"),
+            login_mfa_confirm,
+        )
+        .post(
+            "/api/auth/refresh",
+            Guard::Public("identity flow before a credential exists"),
+            refresh,
+        )
+        .post(
+            "/api/auth/token",
+            Guard::Public("identity flow before a credential exists"),
+            service_token,
+        )
+        .post(
+            "/api/auth/password/forgot",
+            Guard::Public("identity flow before a credential exists"),
+            forgot_password,
+        )
+        .post(
+            "/api/auth/password/reset",
+            Guard::Public("identity flow before a credential exists"),
+            reset_password,
+        )
+        .post(
+            "/api/auth/verify-email",
+            Guard::Public("identity flow before a credential exists"),
+            verify_email,
+        )
+        .post(
+            "/api/auth/invitations/accept",
+            Guard::Public("identity flow before a credential exists"),
+            accept_invitation,
+        )
+        .route_layer(|r| r.route_layer(middleware::from_fn_with_state(state, tenant_only)))
 }
 
 /// Routes for authenticated callers.
-pub(crate) fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/me", get(me))
-        .route("/api/auth/password", post(change_password))
-        .route("/api/auth/mfa", delete(mfa_disable))
-        .route("/api/auth/mfa/setup", post(mfa_setup))
-        .route("/api/auth/mfa/confirm", post(mfa_confirm))
-        .route("/api/auth/mfa/verify", post(mfa_verify))
-        .route("/api/auth/mfa/recovery-codes", post(recovery_codes))
-        .route("/api/auth/sessions", get(sessions))
-        .route("/api/auth/sessions/{id}", delete(revoke_session))
-        .route("/api/auth/sessions/revoke-others", post(revoke_others))
-        .route("/api/auth/settings", get(settings).put(put_settings))
-        .route("/api/users", get(list_users).post(create_user))
-        .route(
+pub(crate) fn router(state: AppState) -> Api {
+    Api::new(state.clone())
+        .post("/api/auth/logout", Guard::Tenant("self.manage"), logout)
+        .get("/api/auth/me", Guard::Tenant("self.manage"), me)
+        .post(
+            "/api/auth/password",
+            Guard::Tenant("self.manage"),
+            change_password,
+        )
+        .delete("/api/auth/mfa", Guard::Tenant("self.manage"), mfa_disable)
+        .post(
+            "/api/auth/mfa/setup",
+            Guard::Tenant("self.manage"),
+            mfa_setup,
+        )
+        .post(
+            "/api/auth/mfa/confirm",
+            Guard::Tenant("self.manage"),
+            mfa_confirm,
+        )
+        .post(
+            "/api/auth/mfa/verify",
+            Guard::Tenant("self.manage"),
+            mfa_verify,
+        )
+        .post(
+            "/api/auth/mfa/recovery-codes",
+            Guard::Tenant("self.manage"),
+            recovery_codes,
+        )
+        .get("/api/auth/sessions", Guard::Tenant("self.manage"), sessions)
+        .delete(
+            "/api/auth/sessions/{id}",
+            Guard::Tenant("self.manage"),
+            revoke_session,
+        )
+        .post(
+            "/api/auth/sessions/revoke-others",
+            Guard::Tenant("self.manage"),
+            revoke_others,
+        )
+        .get(
+            "/api/auth/settings",
+            Guard::Tenant("settings.read"),
+            settings,
+        )
+        .put(
+            "/api/auth/settings",
+            Guard::Tenant("settings.write"),
+            put_settings,
+        )
+        .get("/api/users", Guard::Tenant("users.read"), list_users)
+        .post("/api/users", Guard::Tenant("users.invite"), create_user)
+        .get("/api/users/{id}", Guard::Tenant("users.read"), read_user)
+        .patch("/api/users/{id}", Guard::Tenant("self.manage"), update_user)
+        .delete(
             "/api/users/{id}",
-            get(read_user).patch(update_user).delete(remove_user),
+            Guard::Tenant("users.remove"),
+            remove_user,
         )
-        .route("/api/users/{id}/unlock", post(unlock_user))
-        .route("/api/users/{id}/sessions", delete(revoke_user_sessions))
-        .route("/api/invitations", get(list_invitations).post(invite))
-        .route("/api/invitations/{id}", delete(revoke_invitation))
-        .route("/api/workspaces/{id}/members", get(workspace_members))
-        .route(
+        .post(
+            "/api/users/{id}/unlock",
+            Guard::Tenant("users.unlock"),
+            unlock_user,
+        )
+        .delete(
+            "/api/users/{id}/sessions",
+            Guard::Tenant("users.sessions_revoke"),
+            revoke_user_sessions,
+        )
+        .get(
+            "/api/invitations",
+            Guard::Tenant("users.read"),
+            list_invitations,
+        )
+        .post("/api/invitations", Guard::Tenant("users.invite"), invite)
+        .delete(
+            "/api/invitations/{id}",
+            Guard::Tenant("users.invite"),
+            revoke_invitation,
+        )
+        .get(
+            "/api/workspaces/{id}/members",
+            Guard::Workspace("workspaces.members_read"),
+            workspace_members,
+        )
+        .put(
             "/api/workspaces/{id}/members/{user_id}",
-            put(set_workspace_member).delete(remove_workspace_member),
+            Guard::Workspace("roles.assign"),
+            set_workspace_member,
         )
-        .route("/api/api-keys", get(list_api_keys).post(create_api_key))
-        .route("/api/api-keys/{id}", delete(revoke_api_key))
-        .route(
+        .delete(
+            "/api/workspaces/{id}/members/{user_id}",
+            Guard::Workspace("roles.assign"),
+            remove_workspace_member,
+        )
+        .get(
+            "/api/api-keys",
+            Guard::Tenant("api_keys.read"),
+            list_api_keys,
+        )
+        .post(
+            "/api/api-keys",
+            Guard::Tenant("api_keys.create"),
+            create_api_key,
+        )
+        .delete(
+            "/api/api-keys/{id}",
+            Guard::Tenant("api_keys.revoke"),
+            revoke_api_key,
+        )
+        .get(
             "/api/service-identities",
-            get(list_services).post(create_service),
+            Guard::Tenant("services.read"),
+            list_services,
         )
-        .route("/api/service-identities/{id}", delete(disable_service))
-        .route_layer(middleware::from_fn_with_state(state, tenant_scope))
+        .post(
+            "/api/service-identities",
+            Guard::Tenant("services.manage"),
+            create_service,
+        )
+        .delete(
+            "/api/service-identities/{id}",
+            Guard::Tenant("services.manage"),
+            disable_service,
+        )
+        .route_layer(|r| r.route_layer(middleware::from_fn_with_state(state, tenant_scope)))
 }
 
 /// The public signing keys (no tenant, no credential).
@@ -497,6 +633,15 @@ async fn update_user(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(b): ApiJson<MemberPatch>,
 ) -> Result<Json<Member>, ApiError> {
+    // The route needs `self.manage`; touching another member, a status or a
+    // role needs `users.update`, and a role also needs standing to grant it.
+    if b.role.is_some() || b.disabled.is_some() || who.user() != Some(id) {
+        guard::require(&s, &who, &meta, "users.update", &Resource::Org).await?;
+    }
+    if let Some(role) = &b.role {
+        guard::require(&s, &who, &meta, "roles.assign", &Resource::Org).await?;
+        guard::require_grant(&s, &who, &meta, Level::Org, role, &Resource::Org).await?;
+    }
     Ok(Json(s.auth().update_member(&who, id, b, &meta).await?))
 }
 
@@ -580,6 +725,15 @@ async fn set_workspace_member(
     ApiPath((ws, user)): ApiPath<(WorkspaceId, UserId)>,
     ApiJson(b): ApiJson<Role>,
 ) -> Result<Json<WorkspaceMember>, ApiError> {
+    guard::require_grant(
+        &s,
+        &who,
+        &meta,
+        Level::Workspace,
+        &b.role,
+        &Resource::Workspace(ws),
+    )
+    .await?;
     Ok(Json(
         s.auth()
             .set_workspace_role(&who, ws, user, &b.role, &meta)
@@ -620,6 +774,30 @@ async fn create_api_key(
     Meta(meta): Meta,
     ApiJson(b): ApiJson<NewApiKey>,
 ) -> Result<(StatusCode, Json<Created<ApiKey>>), ApiError> {
+    s.auth().require_step_up(&who)?;
+    // Scopes are catalogue actions, and nobody hands a key more than they hold.
+    let scope = b.workspace_id.map_or(Resource::Org, Resource::Workspace);
+    let held = s
+        .policy()
+        .permissions_on(&who.ctx, &scope, &guard::facts_of(&who, &meta))
+        .await?;
+    for sc in &b.scopes {
+        if s.policy().engine().catalogue().permission(sc).is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("scope {sc:?} is not a catalogue permission (see GET /api/permissions)"),
+            )
+            .with("field", serde_json::json!("scopes")));
+        }
+        if !held.contains(sc) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("you cannot give a key the scope {sc} because you do not hold it"),
+            ));
+        }
+    }
     let (item, secret) = s.auth().create_api_key(&who, b, &meta).await?;
     Ok((StatusCode::CREATED, Json(Created { item, secret })))
 }
@@ -647,6 +825,12 @@ async fn create_service(
     Meta(meta): Meta,
     ApiJson(b): ApiJson<NewService>,
 ) -> Result<(StatusCode, Json<Created<ServiceIdentity>>), ApiError> {
+    // saas-auth refuses `owner` for services outright (a validation error).
+    for role in b.roles.iter().filter(|r| *r != "owner") {
+        if s.policy().role(&who.ctx, Level::Org, role).await.is_ok() {
+            guard::require_grant(&s, &who, &meta, Level::Org, role, &Resource::Org).await?;
+        }
+    }
     let (item, secret) = s.auth().create_service(&who, b, &meta).await?;
     Ok((StatusCode::CREATED, Json(Created { item, secret })))
 }

@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod identity;
 pub(crate) mod ops;
 pub(crate) mod platform;
+pub(crate) mod policy;
 pub(crate) mod tenant;
 
 use serde::Deserialize;

@@ -1,10 +1,8 @@
 //! Platform operator routes: tenants and their lifecycle, dead jobs.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use chrono::Duration;
 use saas_core::jobs::DeadJob;
 use saas_core::tenant::{NewTenant, Tenant, TenantPatch, TierFeatures, TierLimits};
@@ -13,43 +11,101 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::Platform;
+use crate::guard::{Api, Guard};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::{DEFAULT_LIMIT, Page};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/tenants", get(list).post(create))
-        .route("/api/tenants/{id}", get(read).patch(update).delete(purge))
-        .route("/api/tenants/{id}/activate", post(activate))
-        .route("/api/tenants/{id}/suspend", post(suspend))
-        .route("/api/tenants/{id}/reactivate", post(reactivate))
-        .route(
+pub(crate) fn router(state: AppState) -> Api {
+    Api::new(state)
+        .get(
+            "/api/tenants",
+            Guard::Platform("platform.tenants.read"),
+            list,
+        )
+        .post(
+            "/api/tenants",
+            Guard::Platform("platform.tenants.create"),
+            create,
+        )
+        .get(
+            "/api/tenants/{id}",
+            Guard::Platform("platform.tenants.read"),
+            read,
+        )
+        .patch(
+            "/api/tenants/{id}",
+            Guard::Platform("platform.tenants.update"),
+            update,
+        )
+        .delete(
+            "/api/tenants/{id}",
+            Guard::Platform("platform.tenants.purge"),
+            purge,
+        )
+        .post(
+            "/api/tenants/{id}/activate",
+            Guard::Platform("platform.tenants.lifecycle"),
+            activate,
+        )
+        .post(
+            "/api/tenants/{id}/suspend",
+            Guard::Platform("platform.tenants.lifecycle"),
+            suspend,
+        )
+        .post(
+            "/api/tenants/{id}/reactivate",
+            Guard::Platform("platform.tenants.lifecycle"),
+            reactivate,
+        )
+        .post(
             "/api/tenants/{id}/schedule-deletion",
-            post(schedule_deletion),
+            Guard::Platform("platform.tenants.lifecycle"),
+            schedule_deletion,
         )
-        .route("/api/tenants/{id}/cancel-deletion", post(cancel_deletion))
-        .route("/api/jobs/dead", get(dead_jobs))
-        .route(
+        .post(
+            "/api/tenants/{id}/cancel-deletion",
+            Guard::Platform("platform.tenants.lifecycle"),
+            cancel_deletion,
+        )
+        .get(
+            "/api/jobs/dead",
+            Guard::Platform("platform.jobs.read"),
+            dead_jobs,
+        )
+        .post(
             "/api/platform/signing-keys/rotate",
-            post(super::identity::rotate_keys),
+            Guard::Platform("platform.keys.rotate"),
+            super::identity::rotate_keys,
         )
-        .route("/api/jobs/dead/{id}/replay", post(replay))
-        .route("/api/platform/audit-logs", get(super::audit::platform_list))
-        .route(
+        .post(
+            "/api/jobs/dead/{id}/replay",
+            Guard::Platform("platform.jobs.replay"),
+            replay,
+        )
+        .get(
+            "/api/platform/audit-logs",
+            Guard::Platform("platform.audit.read"),
+            super::audit::platform_list,
+        )
+        .get(
             "/api/platform/audit-logs/export",
-            get(super::audit::platform_export),
+            Guard::Platform("platform.audit.export"),
+            super::audit::platform_export,
         )
-        .route(
+        .get(
             "/api/platform/audit-logs/verify",
-            get(super::audit::platform_verify),
+            Guard::Platform("platform.audit.read"),
+            super::audit::platform_verify,
         )
-        .route(
+        .post(
             "/api/platform/audit-logs/checkpoint",
-            post(super::audit::platform_checkpoint),
+            Guard::Platform("platform.audit.checkpoint"),
+            super::audit::platform_checkpoint,
         )
-        .route(
+        .post(
             "/api/tenants/{id}/audit/prune",
-            post(super::audit::platform_prune),
+            Guard::Platform("platform.audit.prune"),
+            super::audit::platform_prune,
         )
 }
 

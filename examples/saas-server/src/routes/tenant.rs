@@ -2,36 +2,68 @@
 //! so no handler here runs without a resolved, active tenant.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::get;
 use saas_core::WorkspaceId;
 use saas_core::config::ConfigVersion;
 use saas_core::workspace::{NewWorkspace, Workspace, WorkspacePatch};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::{Admin, Tenant, tenant_scope};
+use crate::auth::{Tenant, tenant_scope};
+use crate::guard::{Api, Guard};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::platform::TenantView;
 use crate::routes::{DEFAULT_LIMIT, Page};
 
-pub(crate) fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/api/tenant", get(current))
-        .route("/api/workspaces", get(list).post(create))
-        .route(
-            "/api/workspaces/{id}",
-            get(read).patch(update).delete(delete),
+pub(crate) fn router(state: AppState) -> Api {
+    Api::new(state.clone())
+        .get("/api/tenant", Guard::Tenant("org.read"), current)
+        .get("/api/workspaces", Guard::Tenant("workspaces.read"), list)
+        .post(
+            "/api/workspaces",
+            Guard::Tenant("workspaces.create"),
+            create,
         )
-        .route("/api/config", get(config).put(put_config))
-        .route("/api/config/history", get(config_history))
-        .route("/api/audit-logs", get(super::audit::tenant_list))
-        .route("/api/audit-logs/export", get(super::audit::tenant_export))
-        .route("/api/audit-logs/verify", get(super::audit::tenant_verify))
-        .route_layer(middleware::from_fn_with_state(state, tenant_scope))
+        .get(
+            "/api/workspaces/{id}",
+            Guard::Workspace("workspaces.read"),
+            read,
+        )
+        .patch(
+            "/api/workspaces/{id}",
+            Guard::Workspace("workspaces.update"),
+            update,
+        )
+        .delete(
+            "/api/workspaces/{id}",
+            Guard::Workspace("workspaces.delete"),
+            delete,
+        )
+        .get("/api/config", Guard::Tenant("config.read"), config)
+        .put("/api/config", Guard::Tenant("config.write"), put_config)
+        .get(
+            "/api/config/history",
+            Guard::Tenant("config.read"),
+            config_history,
+        )
+        .get(
+            "/api/audit-logs",
+            Guard::Tenant("audit.read"),
+            super::audit::tenant_list,
+        )
+        .get(
+            "/api/audit-logs/export",
+            Guard::Tenant("audit.export"),
+            super::audit::tenant_export,
+        )
+        .get(
+            "/api/audit-logs/verify",
+            Guard::Tenant("audit.read"),
+            super::audit::tenant_verify,
+        )
+        .route_layer(|r| r.route_layer(middleware::from_fn_with_state(state, tenant_scope)))
 }
 
 async fn current(
@@ -107,7 +139,7 @@ struct PutConfig {
 
 async fn put_config(
     State(s): State<AppState>,
-    Admin(ctx): Admin,
+    Tenant(ctx): Tenant,
     ApiJson(body): ApiJson<PutConfig>,
 ) -> Result<Json<ConfigVersion>, ApiError> {
     Ok(Json(

@@ -4,13 +4,7 @@ use axum::http::{Method, StatusCode};
 use saas_test_support::both_backends;
 use serde_json::{Value, json};
 
-use crate::{Harness, PASSWORD};
-
-fn s(v: &Value, k: &str) -> String {
-    v[k].as_str()
-        .unwrap_or_else(|| panic!("{k} in {v}"))
-        .to_owned()
-}
+use crate::{Harness, PASSWORD, s};
 
 both_backends! {
     migrations = saas_server::migration_sets();
@@ -171,7 +165,7 @@ both_backends! {
         let tokens = h.login(&tenant, "eve@example.com").await;
         let access = s(&tokens, "access_token");
         // Creating an API key needs a recent MFA, which a password session lacks.
-        h.call_as(Some(&access), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "ci", "scopes": ["usage:write"]}))).await
+        h.call_as(Some(&access), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "ci", "scopes": ["users.read"]}))).await
             .assert_problem(StatusCode::FORBIDDEN, "step_up_required");
         let setup = h.call_as(Some(&access), Method::POST, "/api/auth/mfa/setup", Some(&tenant), None).await;
         assert!(s(&setup.body, "otpauth_uri").starts_with("otpauth://totp/"), "{}", setup.body);
@@ -207,7 +201,7 @@ both_backends! {
         h.call_as(None, Method::POST, "/api/auth/login/mfa", Some(&tenant), Some(json!({"challenge": challenge, "code": codes[3]}))).await
             .assert_problem(StatusCode::UNAUTHORIZED, "invalid_mfa_code");
         // With a fresh MFA the key is created; ten minutes later step-up is needed again.
-        let r = h.call_as(Some(&mfa_access), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "ci", "scopes": ["usage:write"]}))).await;
+        let r = h.call_as(Some(&mfa_access), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "ci", "scopes": ["users.read"]}))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         h.advance(11 * 60);
         let refreshed = h.call_as(None, Method::POST, "/api/auth/refresh", Some(&tenant), Some(json!({"refresh_token": s(&tokens, "refresh_token")}))).await;
@@ -323,7 +317,10 @@ both_backends! {
             .assert_problem(StatusCode::FORBIDDEN, "forbidden");
         h.call_as(Some(&admin), Method::PATCH, &format!("/api/users/{olga}"), Some(&tenant), Some(json!({"role": "admin"}))).await
             .assert_problem(StatusCode::FORBIDDEN, "forbidden");
-        let r = h.call_as(Some(&admin), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"role": "billing_admin"}))).await;
+        // Nor billing admin: an admin does not hold billing, so cannot grant it; the owner can.
+        h.call_as(Some(&admin), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"role": "billing_admin"}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        let r = h.call_as(Some(&owner), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"role": "billing_admin"}))).await;
         assert_eq!(r.body["role"], "billing_admin", "{}", r.body);
         // The last owner stays.
         h.call_as(Some(&owner), Method::PATCH, &format!("/api/users/{olga}"), Some(&tenant), Some(json!({"role": "admin"}))).await
@@ -388,7 +385,7 @@ both_backends! {
         let tenant = h.tenant("acme").await;
         let other = h.tenant("other").await;
         let (admin, _, _) = h.mfa_member(&tenant, "ali@example.com", "admin").await;
-        let r = h.call_as(Some(&admin), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "ci", "scopes": ["usage:write", "workspaces:read"], "expires_in_days": 30}))).await;
+        let r = h.call_as(Some(&admin), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "ci", "scopes": ["users.read", "workspaces.read", "workspaces.create"], "expires_in_days": 30}))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let key = s(&r.body, "secret");
         let id = s(&r.body, "id");
@@ -416,7 +413,7 @@ both_backends! {
         h.call_as(Some(&key), Method::GET, "/api/workspaces", Some(&tenant), None).await
             .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
         let (admin, _, _) = h.mfa_member(&tenant, "ali2@example.com", "admin").await;
-        let r = h.call_as(Some(&admin), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "cd", "scopes": []}))).await;
+        let r = h.call_as(Some(&admin), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "cd", "scopes": ["workspaces.read"]}))).await;
         let key2 = s(&r.body, "secret");
         assert_eq!(h.call_as(Some(&key2), Method::GET, "/api/workspaces", Some(&tenant), None).await.status, StatusCode::OK);
         assert_eq!(h.call_as(Some(&admin), Method::DELETE, &format!("/api/api-keys/{}", s(&r.body, "id")), Some(&tenant), None).await.status, StatusCode::NO_CONTENT);
@@ -433,7 +430,7 @@ both_backends! {
         let (admin, _, _) = h.mfa_member(&tenant, "sam@example.com", "admin").await;
         h.call_as(Some(&admin), Method::POST, "/api/service-identities", Some(&tenant), Some(json!({"name": "etl", "roles": ["owner"]}))).await
             .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-        let r = h.call_as(Some(&admin), Method::POST, "/api/service-identities", Some(&tenant), Some(json!({"name": "etl", "roles": ["member"]}))).await;
+        let r = h.call_as(Some(&admin), Method::POST, "/api/service-identities", Some(&tenant), Some(json!({"name": "etl", "roles": ["admin"]}))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let (id, secret) = (s(&r.body, "id"), s(&r.body, "secret"));
         let grant = |tenant: String, secret: String| {
@@ -454,7 +451,7 @@ both_backends! {
         h.call_as(Some(&token), Method::GET, "/api/workspaces", Some(&other), None).await
             .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
         let list = h.call_as(Some(&admin), Method::GET, "/api/service-identities", Some(&tenant), None).await;
-        assert_eq!(list.body[0]["roles"], json!(["member"]));
+        assert_eq!(list.body[0]["roles"], json!(["admin"]));
         assert_eq!(h.call_as(Some(&admin), Method::DELETE, &format!("/api/service-identities/{id}"), Some(&tenant), None).await.status, StatusCode::NO_CONTENT);
         h.call_as(Some(&token), Method::GET, "/api/workspaces", Some(&tenant), None).await
             .assert_problem(StatusCode::UNAUTHORIZED, "session_revoked");

@@ -12,6 +12,7 @@
 mod audit;
 mod bad_input;
 mod e2e;
+mod guards;
 mod identity;
 mod lifecycle;
 mod mail;
@@ -325,6 +326,13 @@ impl Harness {
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         r.body["id"].as_str().unwrap().to_string()
     }
+}
+
+/// A string member of a JSON body.
+pub(crate) fn s(v: &serde_json::Value, k: &str) -> String {
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("no {k} in {v}"))
+        .to_owned()
 }
 
 /// The password test members get.

@@ -12,13 +12,7 @@ use saas_core::{CorrelationId, Principal, TenantContext, TenantId, UserId};
 use saas_test_support::both_backends;
 use serde_json::{Value, json};
 
-use crate::{AUTH_KEY, Harness, PASSWORD};
-
-fn s(v: &Value, k: &str) -> String {
-    v[k].as_str()
-        .unwrap_or_else(|| panic!("{k} in {v}"))
-        .to_owned()
-}
+use crate::{AUTH_KEY, Harness, PASSWORD, s};
 
 fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(v.to_string())

@@ -1,0 +1,297 @@
+//! Every route declares what guards it, through [`Api`], the only way routes
+//! are added to the server: a tenant route names the catalogue action it
+//! needs (and whether its `{id}` is the workspace acted on), a platform route
+//! its platform action, a public route why it is public. The tenant guard asks
+//! saas-policy's Authorizer before the handler runs, and the [`crate::auth::Tenant`]
+//! and [`crate::auth::Authn`] extractors refuse to hand out a context the guard
+//! did not approve, so a handler cannot run unguarded.
+//! [`Api::routes`] lists every route with its guard; a test walks it.
+
+use axum::RequestPartsExt as _;
+use axum::Router;
+use axum::extract::{RawPathParams, Request, State};
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use saas_auth::Authenticated;
+use saas_core::WorkspaceId;
+use saas_policy::{Decision, Facts, Resource};
+
+use crate::app::AppState;
+use crate::problem::ApiError;
+
+/// Actions whose success changes what the Authorizer caches.
+const CHANGES_GRANTS: &[&str] = &[
+    "users.update",
+    "users.remove",
+    "roles.assign",
+    "services.manage",
+    "api_keys.revoke",
+    "workspaces.create",
+    "workspaces.update",
+    "workspaces.delete",
+];
+
+/// What guards a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// No credential: the reason says why (login, health, JWKS ...).
+    Public(&'static str),
+    /// A tenant action on the organization.
+    Tenant(&'static str),
+    /// A tenant action on the workspace named by the `{id}` path parameter.
+    Workspace(&'static str),
+    /// A platform operator action.
+    Platform(&'static str),
+}
+
+/// One route and its guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The HTTP method.
+    pub method: Method,
+    /// The axum path.
+    pub path: &'static str,
+    /// Its guard.
+    pub guard: Guard,
+}
+
+/// Marks a request whose action the guard allowed.
+#[derive(Debug, Clone)]
+pub(crate) struct Authorized {
+    #[expect(
+        dead_code,
+        reason = "kept for handlers and logs that want the decision"
+    )]
+    pub(crate) action: &'static str,
+}
+
+/// A router that records every route with its guard.
+#[derive(Debug)]
+pub(crate) struct Api {
+    router: Router<AppState>,
+    routes: Vec<RouteSpec>,
+    state: AppState,
+}
+
+macro_rules! method {
+    ($name:ident, $m:ident, $ctor:ident) => {
+        pub(crate) fn $name<H, T>(self, path: &'static str, guard: Guard, handler: H) -> Self
+        where
+            H: Handler<T, AppState>,
+            T: 'static,
+        {
+            self.add(Method::$m, path, guard, $ctor(handler))
+        }
+    };
+}
+
+impl Api {
+    pub(crate) fn new(state: AppState) -> Self {
+        Self {
+            router: Router::new(),
+            routes: Vec::new(),
+            state,
+        }
+    }
+
+    method!(get, GET, get);
+    method!(post, POST, post);
+    method!(put, PUT, put);
+    method!(patch, PATCH, patch);
+    method!(delete, DELETE, delete);
+
+    fn add(
+        mut self,
+        method: Method,
+        path: &'static str,
+        guard: Guard,
+        mr: MethodRouter<AppState>,
+    ) -> Self {
+        let mr = match guard {
+            Guard::Tenant(_) | Guard::Workspace(_) => mr.route_layer(
+                middleware::from_fn_with_state((self.state.clone(), guard), authorize_route),
+            ),
+            Guard::Public(_) | Guard::Platform(_) => mr,
+        };
+        self.router = self.router.route(path, mr);
+        self.routes.push(RouteSpec {
+            method,
+            path,
+            guard,
+        });
+        self
+    }
+
+    /// Applies `layer` (tenant resolution, authentication) to the routes added so far.
+    pub(crate) fn route_layer<F>(mut self, f: F) -> Self
+    where
+        F: FnOnce(Router<AppState>) -> Router<AppState>,
+    {
+        self.router = f(self.router);
+        self
+    }
+
+    pub(crate) fn merge(mut self, other: Api) -> Self {
+        self.router = self.router.merge(other.router);
+        self.routes.extend(other.routes);
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (Router<AppState>, Vec<RouteSpec>) {
+        (self.router, self.routes)
+    }
+}
+
+/// The guard of a tenant route: decide the declared action on the
+/// organization or the workspace in the path.
+async fn authorize_route(
+    State((state, guard)): State<(AppState, Guard)>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (action, resource) = match guard {
+        Guard::Tenant(a) => (a, Resource::Org),
+        Guard::Workspace(a) => {
+            let (mut parts, body) = req.into_parts();
+            let params = parts
+                .extract::<RawPathParams>()
+                .await
+                .map_err(|_| bad_id())?;
+            req = Request::from_parts(parts, body);
+            let id = params
+                .iter()
+                .find(|(k, _)| *k == "id")
+                .and_then(|(_, v)| v.parse::<WorkspaceId>().ok())
+                .ok_or_else(bad_id)?;
+            (a, Resource::Workspace(id))
+        }
+        Guard::Public(_) | Guard::Platform(_) => return Ok(next.run(req).await),
+    };
+    let who = req
+        .extensions()
+        .get::<Authenticated>()
+        .cloned()
+        .ok_or_else(crate::auth::unauthenticated)?;
+    let (mut parts, body) = req.into_parts();
+    let crate::auth::Meta(meta) = <crate::auth::Meta as axum::extract::FromRequestParts<
+        AppState,
+    >>::from_request_parts(&mut parts, &state)
+    .await?;
+    let mut req = Request::from_parts(parts, body);
+    let facts = Facts {
+        ip: meta.ip.as_deref().and_then(|ip| ip.parse().ok()),
+        mfa_at: who.mfa_at,
+    };
+    match state
+        .policy()
+        .authorize_with(&who.ctx, action, &resource, &facts)
+        .await?
+    {
+        Decision::Allow(_) => {
+            req.extensions_mut().insert(Authorized { action });
+            let writes = req.method() != Method::GET;
+            let res = next.run(req).await;
+            // Roles identity stores, and the workspace tree, are cached by
+            // the Authorizer: drop the tenant's entries on every replica.
+            if writes && res.status().is_success() && CHANGES_GRANTS.contains(&action) {
+                state.policy().roles_changed(&who.ctx).await?;
+            }
+            Ok(res)
+        }
+        // A workspace of another tenant (or none) is not found, as before the
+        // guard: no existence oracle across the wall.
+        Decision::Deny(why)
+            if matches!(resource, Resource::Workspace(_))
+                && why
+                    .policies
+                    .iter()
+                    .any(|p| p == saas_policy::TENANT_ISOLATION) =>
+        {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "workspace not found",
+            ))
+        }
+        Decision::Deny(why) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{action} is not allowed: {}", why.summary),
+        )
+        .with("action", serde_json::json!(action))),
+    }
+}
+
+fn bad_id() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+        "a path parameter is invalid: the workspace id is not a UUID",
+    )
+}
+
+/// The request facts policies see (client address, MFA time).
+pub(crate) fn facts_of(who: &Authenticated, meta: &saas_auth::ClientMeta) -> Facts {
+    Facts {
+        ip: meta.ip.as_deref().and_then(|ip| ip.parse().ok()),
+        mfa_at: who.mfa_at,
+    }
+}
+
+/// A second action inside a handler (e.g. a member renaming themselves needs
+/// `self.manage`, changing someone else needs `users.update` as well).
+pub(crate) async fn require(
+    state: &AppState,
+    who: &Authenticated,
+    meta: &saas_auth::ClientMeta,
+    action: &'static str,
+    resource: &Resource,
+) -> Result<(), ApiError> {
+    match state
+        .policy()
+        .authorize_with(&who.ctx, action, resource, &facts_of(who, meta))
+        .await?
+    {
+        Decision::Allow(_) => Ok(()),
+        Decision::Deny(why) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{action} is not allowed: {}", why.summary),
+        )
+        .with("action", serde_json::json!(action))),
+    }
+}
+
+/// Refuses granting `role` on `scope` unless the caller holds all its permissions there.
+pub(crate) async fn require_grant(
+    state: &AppState,
+    who: &Authenticated,
+    meta: &saas_auth::ClientMeta,
+    level: saas_policy::Level,
+    role: &str,
+    scope: &Resource,
+) -> Result<(), ApiError> {
+    let role = state
+        .policy()
+        .role(&who.ctx, level, role)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!(
+                    "{role:?} is not a {} role of this organization",
+                    level.as_str()
+                ),
+            )
+            .with("field", serde_json::json!("role"))
+        })?;
+    state
+        .policy()
+        .check_grant(&who.ctx, &facts_of(who, meta), &role, scope)
+        .await?;
+    Ok(())
+}
