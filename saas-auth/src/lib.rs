@@ -28,12 +28,20 @@ pub use subject::AuthSubjectStore;
 
 use saas_core::db::{Migration, MigrationSet};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "auth",
-    postgres: include_str!("../migrations/postgres/0001_auth.sql"),
-    sqlite: include_str!("../migrations/sqlite/0001_auth.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "auth",
+        postgres: include_str!("../migrations/postgres/0001_auth.sql"),
+        sqlite: include_str!("../migrations/sqlite/0001_auth.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "operator_mfa",
+        postgres: include_str!("../migrations/postgres/0002_operator_mfa.sql"),
+        sqlite: include_str!("../migrations/sqlite/0002_operator_mfa.sql"),
+    },
+];
 
 /// saas-auth's migrations; run after saas-core's (and saas-audit's).
 #[must_use]

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use saas_audit::{Outcome, Target};
 use saas_core::db::Tx;
 use saas_core::db::sea_query::{Expr, ExprTrait, Query};
-use saas_core::{CorrelationId, TenantContext, TenantId, UserId};
+use saas_core::{
+    CorrelationId, OperatorId, PlatformActor, PlatformContext, TenantContext, TenantId, UserId,
+};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
@@ -63,6 +65,16 @@ fn new_recovery_code() -> String {
         .map(|c| c.iter().collect::<String>())
         .collect::<Vec<_>>()
         .join("-")
+}
+
+/// Operators' TOTP enrolment (a platform table).
+const OPERATOR_MFA: &str = "auth_operator_mfa";
+
+fn operator_of(pctx: &PlatformContext) -> Result<OperatorId, AuthError> {
+    match pctx.actor() {
+        PlatformActor::Operator { id } => Ok(*id),
+        _ => Err(AuthError::Forbidden("only an operator has operator MFA")),
+    }
 }
 
 impl Auth {
@@ -266,6 +278,20 @@ impl Auth {
 
     /// Checks a TOTP code against the enrolled seed and spends its time step.
     async fn accept_totp(&self, tx: &mut Tx, user: UserId, code: &str) -> Result<bool, AuthError> {
+        self.spend_totp(tx, USERS, "id", user.as_uuid(), code).await
+    }
+
+    /// Checks `code` against the sealed seed in `table` (row `key_col =
+    /// key`) and spends its time step with a conditional UPDATE, so a code
+    /// is accepted once. Serves members and platform operators.
+    async fn spend_totp(
+        &self,
+        tx: &mut Tx,
+        table: &'static str,
+        key_col: &'static str,
+        key: uuid::Uuid,
+        code: &str,
+    ) -> Result<bool, AuthError> {
         let code = code.trim();
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(false);
@@ -273,9 +299,9 @@ impl Auth {
         let row = tx
             .fetch_optional(
                 Query::select()
-                    .columns(["email", "totp_secret"])
-                    .from(USERS)
-                    .and_where(Expr::col("id").eq(user)),
+                    .column("totp_secret")
+                    .from(table)
+                    .and_where(Expr::col(key_col).eq(key)),
             )
             .await?;
         let Some(row) = row else { return Ok(false) };
@@ -283,7 +309,7 @@ impl Auth {
             return Ok(false);
         };
         let seed = self.inner.config.master_key.open(&sealed)?;
-        let totp = self.totp(seed, &row.get::<String>("email")?)?;
+        let totp = self.totp(seed, "verify")?;
         let now = u64::try_from(tx.now().timestamp()).unwrap_or(0);
         let current = now / STEP;
         let mut matched = None;
@@ -299,13 +325,134 @@ impl Auth {
         let n = tx
             .execute(
                 Query::update()
-                    .table(USERS)
+                    .table(table)
                     .value("totp_last_step", step)
-                    .and_where(Expr::col("id").eq(user))
+                    .and_where(Expr::col(key_col).eq(key))
                     .and_where(Expr::col("totp_last_step").lt(step)),
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// Starts (or restarts, while unconfirmed) TOTP enrolment for a platform
+    /// operator, which break-glass requires.
+    pub async fn operator_mfa_setup(&self, pctx: &PlatformContext) -> Result<MfaSetup, AuthError> {
+        let operator = operator_of(pctx)?;
+        let mut tx = self.db().begin_platform(pctx).await?;
+        let confirmed = tx
+            .fetch_optional(
+                Query::select()
+                    .column("totp_confirmed_at")
+                    .from(OPERATOR_MFA)
+                    .and_where(Expr::col("operator_id").eq(operator)),
+            )
+            .await?
+            .map(|r| r.get::<Option<DateTime<Utc>>>("totp_confirmed_at"))
+            .transpose()?
+            .flatten();
+        if confirmed.is_some() {
+            return Err(AuthError::Conflict {
+                code: "mfa_already_enabled",
+                message: "this operator already has MFA".into(),
+            });
+        }
+        let mut seed = vec![0u8; 20];
+        rand::fill(seed.as_mut_slice());
+        let totp = self.totp(seed.clone(), &format!("operator-{operator}"))?;
+        let sealed = self.inner.config.master_key.seal(&seed)?;
+        tx.execute(
+            Query::delete()
+                .from_table(OPERATOR_MFA)
+                .and_where(Expr::col("operator_id").eq(operator)),
+        )
+        .await?;
+        tx.execute(
+            Query::insert()
+                .into_table(OPERATOR_MFA)
+                .columns(["operator_id", "totp_secret", "totp_last_step"])
+                .values([operator.into(), sealed.into(), 0i64.into()])
+                .map_err(|e| AuthError::Crypto(e.to_string()))?,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(MfaSetup {
+            secret: Secret::new(totp.get_secret_base32()),
+            otpauth_uri: Secret::new(totp.get_url()),
+        })
+    }
+
+    /// Confirms an operator's enrolment with a first code.
+    pub async fn operator_mfa_confirm(
+        &self,
+        pctx: &PlatformContext,
+        code: &str,
+    ) -> Result<(), AuthError> {
+        let operator = operator_of(pctx)?;
+        let mut tx = self.db().begin_platform(pctx).await?;
+        if !self
+            .spend_totp(
+                &mut tx,
+                OPERATOR_MFA,
+                "operator_id",
+                operator.as_uuid(),
+                code,
+            )
+            .await?
+        {
+            return Err(AuthError::InvalidCode);
+        }
+        let now = tx.now();
+        tx.execute(
+            Query::update()
+                .table(OPERATOR_MFA)
+                .value("totp_confirmed_at", now)
+                .and_where(Expr::col("operator_id").eq(operator)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Verifies (and spends) a code of an operator with confirmed MFA.
+    pub async fn verify_operator_mfa(
+        &self,
+        pctx: &PlatformContext,
+        code: &str,
+    ) -> Result<(), AuthError> {
+        let operator = operator_of(pctx)?;
+        let mut tx = self.db().begin_platform(pctx).await?;
+        let confirmed = tx
+            .fetch_optional(
+                Query::select()
+                    .column("totp_confirmed_at")
+                    .from(OPERATOR_MFA)
+                    .and_where(Expr::col("operator_id").eq(operator)),
+            )
+            .await?
+            .map(|r| r.get::<Option<DateTime<Utc>>>("totp_confirmed_at"))
+            .transpose()?
+            .flatten();
+        if confirmed.is_none() {
+            return Err(AuthError::Conflict {
+                code: "mfa_enrolment_required",
+                message: "enrol MFA first: POST /api/platform/mfa/setup".into(),
+            });
+        }
+        let ok = self
+            .spend_totp(
+                &mut tx,
+                OPERATOR_MFA,
+                "operator_id",
+                operator.as_uuid(),
+                code,
+            )
+            .await?;
+        tx.commit().await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::InvalidCode)
+        }
     }
 
     /// Verifies a TOTP code or a recovery code of an enrolled user in `ctx`'s

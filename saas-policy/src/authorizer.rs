@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -110,24 +110,28 @@ impl Visible {
 }
 
 pub(crate) struct TenantState {
-    pub(crate) generation: u64,
     pub(crate) tier: Tier,
     pub(crate) entitlements: Vec<String>,
-    set: PolicySet,
+    /// The tenant's own Cedar policies.
+    policies: Vec<cedar_policy::Policy>,
     org_uid: EntityUid,
     org: Entity,
     /// Workspace entity and parent.
     workspaces: HashMap<WorkspaceId, (Entity, Option<WorkspaceId>)>,
     children: HashMap<WorkspaceId, Vec<WorkspaceId>>,
     pub(crate) custom_roles: Vec<Role>,
+    /// Custom role policies by action: (level, role, policy).
+    custom_by_action: HashMap<String, Vec<(Level, String, cedar_policy::Policy)>>,
     has_custom_policies: bool,
+    /// The tenant's principals as prebuilt entities; dropped with the tenant
+    /// entry, so an invalidation or the TTL renews them too.
+    principals: std::sync::Mutex<HashMap<PrincipalKey, Arc<PrincipalState>>>,
     ctx_entitlements: RestrictedExpression,
 }
 
 impl fmt::Debug for TenantState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantState")
-            .field("generation", &self.generation)
             .field("tier", &self.tier)
             .field("workspaces", &self.workspaces.len())
             .finish_non_exhaustive()
@@ -135,6 +139,27 @@ impl fmt::Debug for TenantState {
 }
 
 impl TenantState {
+    fn principal(&self, key: &PrincipalKey) -> Result<Option<Arc<PrincipalState>>, PolicyError> {
+        Ok(self
+            .principals
+            .lock()
+            .map_err(|_| PolicyError::Engine("poisoned principal cache".into()))?
+            .get(key)
+            .cloned())
+    }
+
+    fn remember(&self, key: PrincipalKey, p: Arc<PrincipalState>) -> Result<(), PolicyError> {
+        let mut map = self
+            .principals
+            .lock()
+            .map_err(|_| PolicyError::Engine("poisoned principal cache".into()))?;
+        if map.len() >= PRINCIPALS_PER_TENANT {
+            map.clear();
+        }
+        map.insert(key, p);
+        Ok(())
+    }
+
     /// The workspace and its ancestors.
     fn chain(&self, id: WorkspaceId) -> Vec<WorkspaceId> {
         let mut out = Vec::new();
@@ -183,10 +208,16 @@ impl TenantState {
 pub(crate) struct PrincipalState {
     uid: EntityUid,
     entity: Entity,
+    /// The principal, the organization and every workspace of the tenant.
+    entities: Entities,
+    /// The policies that can match, per action (built on first use).
+    sets: std::sync::Mutex<HashMap<String, Arc<PolicySet>>>,
+    kind: &'static str,
     pub(crate) org_roles: BTreeSet<String>,
     pub(crate) workspace_roles: BTreeMap<String, BTreeSet<WorkspaceId>>,
     scopes: Option<BTreeSet<String>>,
-    break_glass: Option<uuid::Uuid>,
+    /// The operator's break-glass grant and when it ends.
+    break_glass: Option<(uuid::Uuid, DateTime<Utc>)>,
 }
 
 struct Inner {
@@ -194,11 +225,10 @@ struct Inner {
     db: Db,
     audit: AuditLog,
     source: Arc<dyn GrantSource>,
+    require_break_glass: AtomicBool,
     tenants_repo: Tenants,
     workspaces_repo: Workspaces,
     tenants: Cache<TenantId, Arc<TenantState>>,
-    principals: Cache<(TenantId, String, u64), Arc<PrincipalState>>,
-    generation: AtomicU64,
 }
 
 /// The authorization entry point. Cheap to clone.
@@ -215,15 +245,20 @@ impl fmt::Debug for Authorizer {
     }
 }
 
-fn principal_key(p: &Principal) -> Option<(&'static str, String)> {
+fn principal_key(p: &Principal) -> Option<PrincipalKey> {
     match p {
-        Principal::User { id } => Some(("User", id.to_string())),
-        Principal::Service { id } => Some(("Service", id.to_string())),
-        Principal::ApiKey { id } => Some(("ApiKey", id.to_string())),
-        Principal::Operator { id } => Some(("Operator", id.to_string())),
+        Principal::User { id } => Some(("User", id.as_uuid())),
+        Principal::Service { id } => Some(("Service", id.as_uuid())),
+        Principal::ApiKey { id } => Some(("ApiKey", id.as_uuid())),
+        Principal::Operator { id } => Some(("Operator", id.as_uuid())),
         _ => None,
     }
 }
+
+type PrincipalKey = (&'static str, uuid::Uuid);
+
+/// Principals cached per tenant; more than this and the map starts over.
+const PRINCIPALS_PER_TENANT: usize = 50_000;
 
 /// The tier's feature flags as entitlement names.
 #[must_use]
@@ -256,17 +291,33 @@ impl Authorizer {
                 db,
                 audit,
                 source,
+                require_break_glass: AtomicBool::new(true),
                 tenants: Cache::builder()
                     .max_capacity(20_000)
                     .time_to_live(ttl)
                     .build(),
-                principals: Cache::builder()
-                    .max_capacity(200_000)
-                    .time_to_live(ttl)
-                    .build(),
-                generation: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// Whether operators need an open break-glass grant to act in a tenant
+    /// (the default). Turning it off lets operators act as before
+    /// saas-policy, every action still audited; only for trusted test or
+    /// single-operator setups.
+    pub fn set_require_break_glass(&self, required: bool) {
+        self.inner
+            .require_break_glass
+            .store(required, Ordering::Relaxed);
+    }
+
+    /// The break-glass grant an operator context acts under, if any.
+    async fn grant_of(&self, ctx: &TenantContext) -> Result<Option<uuid::Uuid>, PolicyError> {
+        if !matches!(ctx.principal(), Principal::Operator { .. }) {
+            return Ok(None);
+        }
+        let tenant = self.tenant_state(ctx).await?;
+        let p = self.principal_state(ctx, &tenant).await?;
+        Ok(p.break_glass.map(|(id, _)| id).filter(|id| !id.is_nil()))
     }
 
     /// The engine (catalogue, schema, generated policies).
@@ -330,6 +381,7 @@ impl Authorizer {
                 .details(serde_json::json!({
                     "action": action,
                     "policies": decision.explanation().policies,
+                    "break_glass": self.grant_of(ctx).await?,
                 }));
             self.inner.audit.record(ctx, ev).await?;
         }
@@ -367,12 +419,15 @@ impl Authorizer {
         resource: &Resource,
         facts: &Facts,
     ) -> Result<Decision, PolicyError> {
-        let mut ents: Vec<Entity> = Vec::with_capacity(6);
-        ents.push(principal.entity.clone());
-        ents.push(tenant.org.clone());
-        let (resource_uid, chain_from) = match resource {
+        let (resource_uid, built) = match resource {
             Resource::Org => (tenant.org_uid.clone(), None),
-            Resource::Workspace(w) => (uid("Workspace", &w.to_string())?, Some(*w)),
+            Resource::Workspace(w) => {
+                let ruid = match tenant.workspaces.get(w) {
+                    Some((e, _)) => e.uid(),
+                    None => uid("Workspace", &w.to_string())?,
+                };
+                (ruid, None)
+            }
             Resource::Object {
                 kind,
                 id,
@@ -380,16 +435,13 @@ impl Authorizer {
                 tags,
             } => {
                 let ruid = uid("Resource", &format!("{kind}:{id}"))?;
+                // An unknown workspace is not in the organization, and
+                // tenant isolation denies the object.
                 let parent = match workspace {
-                    Some(w) if tenant.workspaces.contains_key(w) => {
-                        uid("Workspace", &w.to_string())?
-                    }
-                    // Unknown workspace: the object belongs to no organization
-                    // of ours, and tenant isolation denies it.
                     Some(w) => uid("Workspace", &w.to_string())?,
                     None => tenant.org_uid.clone(),
                 };
-                ents.push(entity(
+                let object = entity(
                     ruid.clone(),
                     vec![
                         (
@@ -403,25 +455,25 @@ impl Authorizer {
                     ],
                     vec![parent],
                     vec![],
-                )?);
-                (ruid, *workspace)
+                )?;
+                let mut ents = vec![principal.entity.clone(), tenant.org.clone(), object];
+                if let Some(w) = workspace {
+                    for id in tenant.chain(*w) {
+                        if let Some((e, _)) = tenant.workspaces.get(&id) {
+                            ents.push(e.clone());
+                        }
+                    }
+                }
+                let entities = Entities::from_entities(ents, None)
+                    .map_err(|e| PolicyError::Engine(e.to_string()))?;
+                (ruid, Some(entities))
             }
         };
-        if let Some(w) = chain_from {
-            for id in tenant.chain(w) {
-                if let Some((e, _)) = tenant.workspaces.get(&id) {
-                    ents.push(e.clone());
-                }
-            }
-        }
-        let entities =
-            Entities::from_entities(ents, None).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        // The organization, its workspaces and the principal are prebuilt
+        // once per principal; only an object resource needs its own set.
+        let entities = built.as_ref().unwrap_or(&principal.entities);
         let now = self.inner.db.clock().now();
         let mut pairs: Vec<(String, RestrictedExpression)> = vec![
-            (
-                "action".into(),
-                RestrictedExpression::new_string(action.to_owned()),
-            ),
             (
                 "tier".into(),
                 RestrictedExpression::new_string(tenant.tier.as_str().to_owned()),
@@ -441,7 +493,9 @@ impl Authorizer {
             ),
             (
                 "break_glass".into(),
-                RestrictedExpression::new_bool(principal.break_glass.is_some()),
+                RestrictedExpression::new_bool(
+                    principal.break_glass.is_some_and(|(_, until)| until > now),
+                ),
             ),
         ];
         if let Some(at) = facts.mfa_at {
@@ -454,14 +508,56 @@ impl Authorizer {
             pairs.push(("ip".into(), RestrictedExpression::new_ip(ip.to_string())));
         }
         let context = Context::from_pairs(pairs).map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let principal_set = self.principal_set(tenant, principal, action)?;
         self.inner.engine.evaluate(
-            &tenant.set,
+            &principal_set,
             principal.uid.clone(),
             action,
             resource_uid,
             context,
-            &entities,
+            entities,
         )
+    }
+
+    fn principal_set(
+        &self,
+        tenant: &TenantState,
+        principal: &PrincipalState,
+        action: &str,
+    ) -> Result<Arc<PolicySet>, PolicyError> {
+        let cached = principal
+            .sets
+            .lock()
+            .map_err(|_| PolicyError::Engine("poisoned policy cache".into()))?
+            .get(action)
+            .cloned();
+        if let Some(set) = cached {
+            return Ok(set);
+        }
+        let holds = |level: Level, name: &str| match level {
+            Level::Org => principal.org_roles.contains(name),
+            Level::Workspace => principal.workspace_roles.contains_key(name),
+        };
+        let custom = tenant
+            .custom_by_action
+            .get(action)
+            .into_iter()
+            .flatten()
+            .map(|(l, n, p)| (*l, n.as_str(), p));
+        let set = Arc::new(self.inner.engine.principal_set(
+            action,
+            principal.kind,
+            principal.scopes.as_ref(),
+            &holds,
+            custom,
+            &tenant.policies,
+        )?);
+        principal
+            .sets
+            .lock()
+            .map_err(|_| PolicyError::Engine("poisoned policy cache".into()))?
+            .insert(action.to_owned(), set.clone());
+        Ok(set)
     }
 
     /// Every catalogue action `ctx`'s principal may perform on `resource`.
@@ -580,7 +676,6 @@ impl Authorizer {
     }
 
     async fn load_tenant(&self, ctx: &TenantContext) -> Result<TenantState, PolicyError> {
-        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let tenant = self.inner.tenants_repo.current(ctx).await?;
         let mut all = Vec::new();
         let mut after = None;
@@ -621,19 +716,31 @@ impl Authorizer {
             .iter()
             .map(|p| (p.name.clone(), p.source.clone()))
             .collect();
-        let set = self.inner.engine.tenant_set(&custom_roles, &sources)?;
+        let policies = self.inner.engine.tenant_policies(&sources)?;
+        let mut custom_by_action: HashMap<String, Vec<(Level, String, cedar_policy::Policy)>> =
+            HashMap::new();
+        for role in &custom_roles {
+            for (action, policy) in self.inner.engine.custom_role_policies(role)? {
+                custom_by_action.entry(action).or_default().push((
+                    role.level,
+                    role.name.clone(),
+                    policy,
+                ));
+            }
+        }
         let ents = entitlements(tenant.tier);
         Ok(TenantState {
-            generation,
             tier: tenant.tier,
             ctx_entitlements: restricted_set(ents.iter().map(String::as_str)),
             entitlements: ents,
-            set,
+            policies,
             org_uid,
             org,
             workspaces,
             children,
             custom_roles,
+            custom_by_action,
+            principals: std::sync::Mutex::new(HashMap::new()),
             has_custom_policies: !sources.is_empty(),
         })
     }
@@ -643,14 +750,16 @@ impl Authorizer {
         ctx: &TenantContext,
         tenant: &TenantState,
     ) -> Result<Arc<PrincipalState>, PolicyError> {
-        let (kind, id) = principal_key(ctx.principal())
+        let key = principal_key(ctx.principal())
             .ok_or_else(|| PolicyError::Forbidden("unknown principal".into()))?;
-        let key = (ctx.tenant(), id, tenant.generation);
-        if let Some(p) = self.inner.principals.get(&key) {
+        if let Some(p) = tenant.principal(&key)? {
             return Ok(p);
         }
-        let p = Arc::new(self.load_principal(ctx, kind, &key.1, tenant).await?);
-        self.inner.principals.insert(key, p.clone());
+        let p = Arc::new(
+            self.load_principal(ctx, key.0, &key.1.to_string(), tenant)
+                .await?,
+        );
+        tenant.remember(key, p.clone())?;
         Ok(p)
     }
 
@@ -667,18 +776,18 @@ impl Authorizer {
         };
         let mut tx = self.inner.db.read(ctx).await?;
         let extra = store::assignments_of(&mut tx, ctx.tenant(), kind, id).await?;
-        // Operators act in a tenant as the platform always let them, with
-        // every allowed action audited. The break-glass gate (stated reason,
-        // MFA, time box) is not built yet; a grant, when one exists, is
-        // named in the audit trail.
+        // An operator acts in a tenant only under an open break-glass grant
+        // (unless the deployment turned the requirement off).
         let break_glass = match ctx.principal() {
             Principal::Operator { id } => {
                 let now = tx.now();
-                Some(
-                    store::active_break_glass(&mut tx, ctx.tenant(), *id, now)
-                        .await?
-                        .unwrap_or_else(uuid::Uuid::nil),
-                )
+                match store::active_break_glass(&mut tx, ctx.tenant(), *id, now).await? {
+                    Some(g) => Some(g),
+                    None if !self.inner.require_break_glass.load(Ordering::Relaxed) => {
+                        Some((uuid::Uuid::nil(), DateTime::<Utc>::MAX_UTC))
+                    }
+                    None => None,
+                }
             }
             _ => None,
         };
@@ -744,8 +853,18 @@ impl Authorizer {
         } else {
             vec![tenant.org_uid.clone()]
         };
+        let principal_entity = entity(puid.clone(), attrs, parents, tags)?;
+        let mut all: Vec<Entity> = Vec::with_capacity(tenant.workspaces.len() + 2);
+        all.push(principal_entity.clone());
+        all.push(tenant.org.clone());
+        all.extend(tenant.workspaces.values().map(|(e, _)| e.clone()));
+        let entities =
+            Entities::from_entities(all, None).map_err(|e| PolicyError::Engine(e.to_string()))?;
         Ok(PrincipalState {
-            entity: entity(puid.clone(), attrs, parents, tags)?,
+            entities,
+            sets: std::sync::Mutex::new(HashMap::new()),
+            kind,
+            entity: principal_entity,
             uid: puid,
             org_roles,
             workspace_roles,

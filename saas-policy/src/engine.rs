@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use cedar_policy::{
     Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
@@ -82,13 +83,44 @@ pub struct Engine {
     schema_src: String,
     validator: Validator,
     base: Vec<Policy>,
+    /// The generated policies sliced per action: only those that can match
+    /// it, role policies as `action == Action::"x"` (evaluating a literal
+    /// action list on every request is what costs most in Cedar).
+    by_action: HashMap<String, Sliced>,
     actions: HashMap<String, EntityUid>,
     cedar: CedarAuthorizer,
 }
 
+/// The entity types of the schema, parsed once: parsing a type name runs
+/// Cedar's parser, far too slow for every request.
+fn entity_type(kind: &str) -> Result<EntityTypeName, PolicyError> {
+    static TYPES: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
+    let types = TYPES.get_or_init(|| {
+        [
+            "Org",
+            "Workspace",
+            "Resource",
+            "User",
+            "Service",
+            "ApiKey",
+            "Operator",
+            "Action",
+        ]
+        .into_iter()
+        .filter_map(|k| EntityTypeName::from_str(k).ok().map(|t| (k, t)))
+        .collect()
+    });
+    match types.get(kind) {
+        Some(t) => Ok(t.clone()),
+        None => EntityTypeName::from_str(kind).map_err(|e| PolicyError::Engine(e.to_string())),
+    }
+}
+
 pub(crate) fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    let t = EntityTypeName::from_str(kind).map_err(|e| PolicyError::Engine(e.to_string()))?;
-    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+    Ok(EntityUid::from_type_name_and_id(
+        entity_type(kind)?,
+        EntityId::new(id),
+    ))
 }
 
 fn quote(s: &str) -> String {
@@ -115,11 +147,16 @@ impl Engine {
             let (id, src) = role_policy(role);
             base.push(parse_one(&id, &src)?);
         }
+        let mut by_action = HashMap::new();
+        for p in catalogue.permissions() {
+            by_action.insert(p.name.clone(), slice(&catalogue, &p.name)?);
+        }
         let engine = Self {
             catalogue,
             schema_src,
             validator: Validator::new(schema),
             base,
+            by_action,
             actions,
             cedar: CedarAuthorizer::new(),
         };
@@ -161,27 +198,88 @@ impl Engine {
             .ok_or_else(|| PolicyError::validation("action", format!("unknown action {action:?}")))
     }
 
-    /// The policy set of one tenant: the generated policies, one per custom
-    /// role, and the tenant's own (already validated) policies.
-    pub(crate) fn tenant_set(
+    /// The tenant's own Cedar policies, parsed.
+    pub(crate) fn tenant_policies(
         &self,
-        custom_roles: &[Role],
         custom_policies: &[(String, String)],
-    ) -> Result<PolicySet, PolicyError> {
-        let mut set = PolicySet::new();
-        for p in &self.base {
-            set.add(p.clone())
-                .map_err(|e| PolicyError::Engine(e.to_string()))?;
-        }
-        for r in custom_roles {
-            let (id, src) = role_policy(r);
-            set.add(parse_one(&format!("custom-{id}"), &src)?)
-                .map_err(|e| PolicyError::Engine(e.to_string()))?;
-        }
+    ) -> Result<Vec<Policy>, PolicyError> {
+        let mut out = Vec::new();
         for (name, src) in custom_policies {
-            for p in parse_tenant_policies(name, src)? {
-                set.add(p).map_err(|e| PolicyError::Engine(e.to_string()))?;
+            out.extend(parse_tenant_policies(name, src)?);
+        }
+        Ok(out)
+    }
+
+    /// A custom role's policies, one per permission it grants (as
+    /// `(action, policy)`), for [`Engine::principal_set`].
+    pub(crate) fn custom_role_policies(
+        &self,
+        role: &Role,
+    ) -> Result<Vec<(String, Policy)>, PolicyError> {
+        let (id, _) = role_policy(role);
+        role.permissions
+            .iter()
+            .map(|a| {
+                let src = format!(
+                    "permit(principal, action == Action::{}, resource) when {{ {} }};",
+                    quote(a),
+                    role_holds(role)
+                );
+                Ok((a.clone(), parse_one(&format!("custom-{id}"), &src)?))
+            })
+            .collect()
+    }
+
+    /// The generated policies that can match `action` for one principal:
+    /// tenant isolation and the action's entitlement forbid always, the
+    /// API-key or operator policies for those principals (an API key is
+    /// permitted exactly the actions of its scopes), and the policies
+    /// of the roles it holds (built-in, or custom from `custom`). A role the
+    /// principal does not hold cannot match, so leaving its policy out does
+    /// not change any decision; it only spares the engine the work.
+    pub(crate) fn principal_set<'a>(
+        &self,
+        action: &str,
+        kind: &str,
+        scopes: Option<&BTreeSet<String>>,
+        holds: &dyn Fn(Level, &str) -> bool,
+        custom: impl Iterator<Item = (Level, &'a str, &'a Policy)>,
+        tenant_policies: &[Policy],
+    ) -> Result<PolicySet, PolicyError> {
+        let sliced = self.by_action.get(action).ok_or_else(|| {
+            PolicyError::validation("action", format!("unknown action {action:?}"))
+        })?;
+        let mut set = PolicySet::new();
+        let mut add = |p: &Policy| {
+            set.add(p.clone())
+                .map_err(|e| PolicyError::Engine(e.to_string()))
+        };
+        for (applies, p) in &sliced.general {
+            let applies = match applies {
+                Applies::All => true,
+                Applies::ApiKey => kind == "ApiKey",
+                Applies::Operator => kind == "Operator",
+            };
+            if applies {
+                add(p)?;
             }
+        }
+        if kind == "ApiKey" && scopes.is_some_and(|s| s.contains(action)) {
+            add(&sliced.api_key_scope)?;
+        }
+        for ((level, name), p) in &sliced.roles {
+            if holds(*level, name) {
+                add(p)?;
+            }
+        }
+        for (level, name, p) in custom {
+            if holds(level, name) {
+                add(p)?;
+            }
+        }
+        // The tenant's own policies may say anything: always in.
+        for p in tenant_policies {
+            add(p)?;
         }
         Ok(set)
     }
@@ -243,8 +341,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Evaluates one request. `entities` must hold the principal, the
-    /// organization and the resource with its ancestors.
+    /// Evaluates one request against `set` (from [`Engine::principal_set`]).
+    /// `entities` must hold the principal, the organization and the
+    /// resource with its ancestors.
     pub(crate) fn evaluate(
         &self,
         set: &PolicySet,
@@ -258,33 +357,41 @@ impl Engine {
         let request = Request::new(principal, action_uid, resource, context, None)
             .map_err(|e| PolicyError::Engine(e.to_string()))?;
         let resp = self.cedar.is_authorized(&request, set, entities);
-        let policies: Vec<String> = resp
+        let reasons = resp
             .diagnostics()
             .reason()
-            .map(ToString::to_string)
-            .collect();
+            .map(|p| AsRef::<str>::as_ref(p).to_owned());
+        let (forbids, permits): (Vec<String>, Vec<String>) = match resp.decision() {
+            CedarDecision::Allow => (vec![], reasons.collect()),
+            CedarDecision::Deny => (reasons.collect(), vec![]),
+        };
         let errors: Vec<String> = resp
             .diagnostics()
             .errors()
             .map(ToString::to_string)
             .collect();
-        Ok(match resp.decision() {
-            CedarDecision::Allow => Decision::Allow(Explanation {
-                action: action.to_owned(),
-                summary: format!("allowed by {}", policies.join(", ")),
-                policies,
+        let action = action.to_owned();
+        Ok(if !forbids.is_empty() {
+            Decision::Deny(Explanation {
+                action,
+                summary: format!("denied by {}", forbids.join(", ")),
+                policies: forbids,
                 errors,
-            }),
-            CedarDecision::Deny => Decision::Deny(Explanation {
-                action: action.to_owned(),
-                summary: if policies.is_empty() {
-                    "denied: no policy permits this action on this resource".to_owned()
-                } else {
-                    format!("denied by {}", policies.join(", "))
-                },
-                policies,
+            })
+        } else if !permits.is_empty() {
+            Decision::Allow(Explanation {
+                action,
+                summary: format!("allowed by {}", permits.join(", ")),
+                policies: permits,
                 errors,
-            }),
+            })
+        } else {
+            Decision::Deny(Explanation {
+                action,
+                summary: "denied: no policy permits this action on this resource".to_owned(),
+                policies: vec![],
+                errors,
+            })
         })
     }
 }
@@ -384,7 +491,7 @@ fn schema_source(c: &Catalogue) -> String {
          entity Service in [Org] = { \"org\": Org, \"roles\": Set<String> } tags Set<Workspace>;\n\
          entity ApiKey in [Org] = { \"org\": Org, \"roles\": Set<String>, \"scopes\": Set<String>, \"workspace\"?: Workspace } tags Set<Workspace>;\n\
          entity Operator = { \"org\": Org, \"roles\": Set<String> } tags Set<Workspace>;\n\
-         type RequestContext = {\n  \"action\": String,\n  \"tier\": String,\n  \"entitlements\": Set<String>,\n  \"now\": Long,\n  \"hour\": Long,\n  \"weekday\": Long,\n  \"mfa_age\"?: Long,\n  \"ip\"?: ipaddr,\n  \"break_glass\": Bool,\n};\n",
+         type RequestContext = {\n  \"tier\": String,\n  \"entitlements\": Set<String>,\n  \"now\": Long,\n  \"hour\": Long,\n  \"weekday\": Long,\n  \"mfa_age\"?: Long,\n  \"ip\"?: ipaddr,\n  \"break_glass\": Bool,\n};\n",
     );
     for p in c.permissions() {
         let _ = writeln!(
@@ -407,13 +514,7 @@ fn action_list(perms: &BTreeSet<String>) -> String {
 /// The policy that makes a role grant its permissions.
 pub(crate) fn role_policy(role: &Role) -> (String, String) {
     let id = format!("role:{}:{}", role.level.as_str(), role.name);
-    let holds = match role.level {
-        Level::Org => format!("principal.roles.contains({})", quote(&role.name)),
-        Level::Workspace => format!(
-            "principal.hasTag({n}) && resource in principal.getTag({n})",
-            n = quote(&role.name)
-        ),
-    };
+    let holds = role_holds(role);
     let src = if role.permissions.is_empty() {
         // A role without permissions grants nothing; keep a policy so its id
         // shows up, but one that never matches.
@@ -427,15 +528,82 @@ pub(crate) fn role_policy(role: &Role) -> (String, String) {
     (id, src)
 }
 
+/// Which principals a generated policy can match.
+#[derive(Debug, Clone, Copy)]
+enum Applies {
+    All,
+    ApiKey,
+    Operator,
+}
+
+/// The generated policies that can match one action, role policies narrowed
+/// to it (`action == Action::"x"`) and keyed by role.
+#[derive(Debug)]
+struct Sliced {
+    general: Vec<(Applies, Policy)>,
+    roles: Vec<((Level, String), Policy)>,
+    /// Joins the set of an API key that holds this action as a scope.
+    api_key_scope: Policy,
+}
+
+fn slice(c: &Catalogue, action: &str) -> Result<Sliced, PolicyError> {
+    let this = format!("Action::{}", quote(action));
+    let mut general = Vec::new();
+    for (id, src) in base_policies(c) {
+        let applies = match id.as_str() {
+            TENANT_ISOLATION => Applies::All,
+            "break-glass" => Applies::Operator,
+            x if x.starts_with("api-key") || x == "entitlement:api_access" => Applies::ApiKey,
+            // Entitlement forbids over action lists are narrowed below.
+            _ => continue,
+        };
+        general.push((applies, parse_one(&id, &src)?));
+    }
+    if let Some(f) = c.permission(action).and_then(|p| p.entitlement.as_ref()) {
+        let src = format!(
+            "forbid(principal, action == {this}, resource) unless {{ context.entitlements.contains({}) }};",
+            quote(f)
+        );
+        general.push((
+            Applies::All,
+            parse_one(&format!("entitlement:{f}:actions"), &src)?,
+        ));
+    }
+    let mut roles = Vec::new();
+    for role in c.roles().filter(|r| r.permissions.contains(action)) {
+        let (id, _) = role_policy(role);
+        let src = format!(
+            "permit(principal, action == {this}, resource) when {{ {} }};",
+            role_holds(role)
+        );
+        roles.push(((role.level, role.name.clone()), parse_one(&id, &src)?));
+    }
+    let api_key_scope = parse_one(
+        "api-key-scopes",
+        &format!("permit(principal is ApiKey, action == {this}, resource);"),
+    )?;
+    Ok(Sliced {
+        general,
+        roles,
+        api_key_scope,
+    })
+}
+
+fn role_holds(role: &Role) -> String {
+    match role.level {
+        Level::Org => format!("principal.roles.contains({})", quote(&role.name)),
+        Level::Workspace => format!(
+            "principal.hasTag({n}) && resource in principal.getTag({n})",
+            n = quote(&role.name)
+        ),
+    }
+}
+
 fn base_policies(c: &Catalogue) -> Vec<(String, String)> {
     let mut out = vec![
         (
             TENANT_ISOLATION.to_owned(),
             "forbid(principal, action, resource) unless { resource in principal.org };".to_owned(),
-        ),
-        (
-            "api-key-scopes".to_owned(),
-            "permit(principal is ApiKey, action, resource) when { principal.scopes.contains(context.action) };".to_owned(),
         ),
         (
             "api-key-workspace".to_owned(),

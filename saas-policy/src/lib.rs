@@ -2,6 +2,7 @@
 
 mod admin;
 mod authorizer;
+mod breakglass;
 pub mod catalogue;
 mod engine;
 mod error;
@@ -10,6 +11,7 @@ mod store;
 
 pub use admin::{Assignee, NewRole, RoleGrant};
 pub use authorizer::{Authorizer, Facts, GrantSource, Grants, Resource, Visible, entitlements};
+pub use breakglass::{BreakGlass, BreakGlassRequest, MAX_MINUTES};
 pub use catalogue::{Catalogue, Level, Permission, Role};
 pub use engine::{Decision, Engine, Explanation, TENANT_ISOLATION};
 pub use error::{PolicyDiagnostic, PolicyError, QuotaExceeded};

@@ -215,24 +215,27 @@ pub(crate) async fn current_policies(
         .collect())
 }
 
-/// The break-glass grant under which `operator` may act in `tenant` now.
+/// The break-glass grant under which `operator` may act in `tenant` now,
+/// and when it expires.
 pub(crate) async fn active_break_glass(
     tx: &mut Tx,
     tenant: TenantId,
     operator: OperatorId,
     now: DateTime<Utc>,
-) -> Result<Option<uuid::Uuid>, PolicyError> {
+) -> Result<Option<(uuid::Uuid, DateTime<Utc>)>, PolicyError> {
     let row = tx
         .fetch_optional(
             Query::select()
-                .column("id")
+                .columns(["id", "expires_at"])
                 .from(BREAK_GLASS)
                 .and_where(Expr::col("tenant_id").eq(tenant))
                 .and_where(Expr::col("operator_id").eq(operator))
                 .and_where(Expr::col("ended_at").is_null())
                 .and_where(Expr::col("expires_at").gt(now))
+                .order_by("expires_at", Order::Desc)
                 .limit(1),
         )
         .await?;
-    Ok(row.map(|r| r.get("id")).transpose()?)
+    row.map(|r| Ok((r.get("id")?, r.get("expires_at")?)))
+        .transpose()
 }

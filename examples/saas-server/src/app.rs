@@ -77,6 +77,13 @@ impl AppState {
         let audit = saas_audit::AuditLog::new(db.clone(), signer);
         let auth = saas_auth::Auth::new(db.clone(), audit.clone(), config.auth_config()).await?;
         let engine = saas_policy::Engine::new(saas_policy::Catalogue::default_catalogue()?)?;
+        let policy = saas_policy::Authorizer::new(
+            db.clone(),
+            engine,
+            audit.clone(),
+            Arc::new(AuthGrants(auth.clone())),
+        );
+        policy.set_require_break_glass(config.require_break_glass);
         Ok(Self {
             inner: Arc::new(Inner {
                 tenants: Tenants::new(db.clone()),
@@ -84,12 +91,7 @@ impl AppState {
                 configs: TenantConfigs::new(db.clone()),
                 operators: Operators::new(db.clone()),
                 jobs: JobStore::new(db.clone()),
-                policy: saas_policy::Authorizer::new(
-                    db.clone(),
-                    engine,
-                    audit.clone(),
-                    Arc::new(AuthGrants(auth.clone())),
-                ),
+                policy,
                 audit,
                 auth,
                 resolver: PlatformContext::system("request tenant resolution"),

@@ -72,6 +72,10 @@ pub struct Config {
     pub mail_from: String,
     /// Trust `X-Forwarded-For` for the client address.
     pub trust_proxy: bool,
+    /// Operators need an open break-glass grant (reason, MFA, time box) to
+    /// act inside a tenant (`SAAS_REQUIRE_BREAK_GLASS`, default true). Off
+    /// only for trusted test setups.
+    pub require_break_glass: bool,
     /// Shortest password accepted.
     pub password_min_length: usize,
     /// argon2id memory cost in KiB.
@@ -116,6 +120,7 @@ impl Default for Config {
             mail_dir: None,
             mail_from: "no-reply@localhost".into(),
             trust_proxy: false,
+            require_break_glass: true,
             password_min_length: 8,
             password_memory_kib: 19_456,
             password_iterations: 2,
@@ -229,6 +234,9 @@ impl Config {
         }
         if let Some(v) = env("SAAS_TRUST_PROXY") {
             cfg.trust_proxy = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = env("SAAS_REQUIRE_BREAK_GLASS") {
+            cfg.require_break_glass = !matches!(v.as_str(), "0" | "false" | "no");
         }
         let number = |name: &'static str, v: String| {
             v.parse::<u32>().map_err(|_| ConfigError::Env {

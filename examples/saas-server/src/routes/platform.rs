@@ -103,6 +103,26 @@ pub(crate) fn router(state: AppState) -> Api {
             super::audit::platform_checkpoint,
         )
         .post(
+            "/api/platform/mfa/setup",
+            Guard::Platform("platform.mfa.manage"),
+            mfa_setup,
+        )
+        .post(
+            "/api/platform/mfa/confirm",
+            Guard::Platform("platform.mfa.manage"),
+            mfa_confirm,
+        )
+        .post(
+            "/api/tenants/{id}/break-glass",
+            Guard::Platform("platform.break_glass.start"),
+            break_glass_start,
+        )
+        .post(
+            "/api/tenants/{id}/break-glass/{grant}/end",
+            Guard::Platform("platform.break_glass.end"),
+            break_glass_end,
+        )
+        .post(
             "/api/tenants/{id}/audit/prune",
             Guard::Platform("platform.audit.prune"),
             super::audit::platform_prune,
@@ -296,4 +316,64 @@ async fn replay(
 ) -> Result<StatusCode, ApiError> {
     s.jobs().replay(&p, id).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MfaCode {
+    code: String,
+}
+
+/// `POST /api/platform/mfa/setup`: the operator's TOTP enrolment (break-glass needs it).
+async fn mfa_setup(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+) -> Result<Json<saas_auth::mfa::MfaSetup>, ApiError> {
+    Ok(Json(s.auth().operator_mfa_setup(&p).await?))
+}
+
+/// `POST /api/platform/mfa/confirm`.
+async fn mfa_confirm(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiJson(b): ApiJson<MfaCode>,
+) -> Result<StatusCode, ApiError> {
+    s.auth().operator_mfa_confirm(&p, &b.code).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakGlassBody {
+    reason: String,
+    minutes: u32,
+    code: String,
+}
+
+/// `POST /api/tenants/{id}/break-glass`: an operator's emergency access,
+/// with a stated reason, a TOTP code and a time box.
+async fn break_glass_start(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiJson(b): ApiJson<BreakGlassBody>,
+) -> Result<(StatusCode, Json<saas_policy::BreakGlass>), ApiError> {
+    s.tenants().get(&p, id).await?.ensure_usable()?;
+    s.auth().verify_operator_mfa(&p, &b.code).await?;
+    let req = saas_policy::BreakGlassRequest {
+        reason: b.reason,
+        minutes: b.minutes,
+    };
+    let grant = s.policy().start_break_glass(&p, id, &req, "totp").await?;
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+/// `POST /api/tenants/{id}/break-glass/{grant}/end`.
+async fn break_glass_end(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    ApiPath((id, grant)): ApiPath<(TenantId, uuid::Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    s.policy().end_break_glass(&p, id, grant).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

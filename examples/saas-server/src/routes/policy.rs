@@ -64,6 +64,11 @@ pub(crate) fn router(state: AppState) -> Api {
             entitlements,
         )
         .get("/api/quotas", Guard::Tenant("entitlements.read"), quotas)
+        .get(
+            "/api/break-glass",
+            Guard::Tenant("break_glass.read"),
+            break_glass,
+        )
         .post(
             "/api/workspaces/{id}/ai/requests",
             Guard::Workspace("use_strategic_ai"),
@@ -305,4 +310,12 @@ async fn ai_request(
         workspace_id: id,
         requests_used_this_month: used,
     }))
+}
+
+/// Operators' break-glass access to this organization, for its owners.
+async fn break_glass(
+    State(s): State<AppState>,
+    Tenant(ctx): Tenant,
+) -> Result<Json<Vec<saas_policy::BreakGlass>>, ApiError> {
+    Ok(Json(s.policy().break_glass_grants(&ctx).await?))
 }

@@ -53,7 +53,8 @@ both_backends! {
                 .replace("{id}", &ws)
                 .replace("{user_id}", &uuid::Uuid::now_v7().to_string())
                 .replace("{level}", "org")
-                .replace("{name}", "x");
+                .replace("{name}", "x")
+                .replace("{grant}", &uuid::Uuid::now_v7().to_string());
             assert!(!path.contains('{'), "unfilled parameter in {}", spec.path);
             let body = matches!(spec.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE).then(|| json!({}));
             match spec.guard {

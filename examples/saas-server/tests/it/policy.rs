@@ -1,0 +1,172 @@
+//! Authorization over HTTP: custom roles and their assignment with the
+//! no-escalation rule, tenant policies (line-numbered errors, versions,
+//! rollback, explain), entitlements and quotas (429 naming the quota and its
+//! reset), and break-glass (reason, operator MFA, time box, audit, owners' view).
+
+use axum::http::{Method, StatusCode};
+use saas_server::Config;
+use saas_test_support::both_backends;
+use serde_json::json;
+
+use crate::{Harness, s};
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn roles_are_granted_only_by_those_who_hold_them(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        let (owner, _, _) = h.mfa_member(&tenant, "olga@example.com", "owner").await;
+        let (admin, _, _) = h.mfa_member(&tenant, "ali@example.com", "admin").await;
+        let mia = h.member(&tenant, "mia@example.com", "member").await;
+        let mia_token = s(&h.login(&tenant, "mia@example.com").await, "access_token");
+        let perms = h.call_as(Some(&admin), Method::GET, "/api/permissions", Some(&tenant), None).await;
+        assert!(perms.body.as_array().unwrap().iter().any(|p| p["name"] == "audit.read"));
+        // The admin cannot define a role carrying billing, the owner can.
+        h.call_as(Some(&admin), Method::POST, "/api/roles", Some(&tenant), Some(json!({"name": "finance", "level": "org", "permissions": ["billing.read"]}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        let r = h.call_as(Some(&owner), Method::POST, "/api/roles", Some(&tenant), Some(json!({"name": "auditor", "level": "org", "permissions": ["audit.read", "org.read"]}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        h.call_as(Some(&owner), Method::POST, "/api/roles", Some(&tenant), Some(json!({"name": "x", "level": "org", "permissions": ["launch.missiles"]}))).await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        // Mia cannot read the audit log until she holds the role.
+        h.call_as(Some(&mia_token), Method::GET, "/api/audit-logs", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        let grant = json!({"assignee": {"type": "user", "id": mia}, "role": "auditor"});
+        // A member cannot assign roles at all; an admin can assign this one.
+        h.call_as(Some(&mia_token), Method::POST, "/api/user-roles", Some(&tenant), Some(grant.clone())).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        let r = h.call_as(Some(&admin), Method::POST, "/api/user-roles", Some(&tenant), Some(grant.clone())).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let r = h.call_as(Some(&mia_token), Method::GET, "/api/audit-logs", Some(&tenant), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        // The admin cannot make Mia owner through either path.
+        h.call_as(Some(&admin), Method::POST, "/api/user-roles", Some(&tenant), Some(json!({"assignee": {"type": "user", "id": mia}, "role": "owner"}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        h.call_as(Some(&admin), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"role": "owner"}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        // Role changes are audited; removal takes effect at once.
+        let r = h.call_as(Some(&admin), Method::DELETE, "/api/user-roles", Some(&tenant), Some(grant)).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        h.call_as(Some(&mia_token), Method::GET, "/api/audit-logs", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        let log = h.call_as(Some(&owner), Method::GET, "/api/audit-logs", Some(&tenant), None).await.body.to_string();
+        for a in ["policy.role.create", "policy.role.assign", "policy.role.unassign", "policy.deny"] {
+            assert!(log.contains(a), "{a} missing");
+        }
+    }
+
+    async fn tenant_policies_are_validated_versioned_explained_and_walled(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        let other = h.tenant("other").await;
+        let (owner, _, _) = h.mfa_member(&tenant, "olga@example.com", "owner").await;
+        let ws = s(&h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "eu"}))).await.body, "id");
+        let foreign = s(&h.call(Method::POST, "/api/workspaces", Some(&other), Some(json!({"name": "theirs"}))).await.body, "id");
+        // A syntax error on line 2 comes back with its line.
+        let r = h.call_as(Some(&owner), Method::PUT, "/api/policies/office", Some(&tenant), Some(json!({"source": "forbid(principal, action, resource)\nwhen { context.hour <<< 8 };"}))).await;
+        r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy");
+        assert_eq!(r.body["errors"][0]["line"], 2, "{}", r.body);
+        // Naming another tenant's workspace is refused.
+        let r = h.call_as(Some(&owner), Method::PUT, "/api/policies/reach", Some(&tenant), Some(json!({"source": format!("permit(principal, action, resource in Workspace::\"{foreign}\");")}))).await;
+        r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy");
+        // v1 forbids exports from the workspace; explain names it.
+        let v1 = format!("forbid(principal, action == Action::\"export_data\", resource in Workspace::\"{ws}\");");
+        let r = h.call_as(Some(&owner), Method::PUT, "/api/policies/no_export", Some(&tenant), Some(json!({"source": v1}))).await;
+        assert_eq!((r.status, &r.body["version"]), (StatusCode::OK, &json!(1)), "{}", r.body);
+        let why = h.call_as(Some(&owner), Method::POST, "/api/authz/explain", Some(&tenant), Some(json!({"action": "export_data", "workspace_id": ws}))).await;
+        assert_eq!(why.body["decision"], "deny", "{}", why.body);
+        assert_eq!(why.body["policies"], json!(["policy:no_export#1"]), "{}", why.body);
+        // v2 permits everything; the other tenant stays out of reach, and rollback restores v1.
+        h.call_as(Some(&owner), Method::PUT, "/api/policies/no_export", Some(&tenant), Some(json!({"source": "permit(principal, action, resource);"}))).await;
+        h.call_as(Some(&owner), Method::GET, &format!("/api/workspaces/{foreign}"), Some(&tenant), None).await
+            .assert_problem(StatusCode::NOT_FOUND, "not_found");
+        let r = h.call_as(Some(&owner), Method::POST, "/api/policies/no_export/rollback", Some(&tenant), Some(json!({"version": 1}))).await;
+        assert_eq!(r.body["version"], 3, "{}", r.body);
+        let versions = h.call_as(Some(&owner), Method::GET, "/api/policies/no_export", Some(&tenant), None).await;
+        assert_eq!(versions.body.as_array().unwrap().len(), 3);
+        let why = h.call_as(Some(&owner), Method::POST, "/api/authz/explain", Some(&tenant), Some(json!({"action": "export_data", "workspace_id": ws}))).await;
+        assert_eq!(why.body["decision"], "deny", "{}", why.body);
+        // The schema is published.
+        let schema = h.call_as(Some(&owner), Method::GET, "/api/policy-schema", Some(&tenant), None).await;
+        assert_eq!(schema.status, StatusCode::OK);
+    }
+
+    async fn an_exhausted_quota_is_a_429_naming_it_and_its_reset(t) {
+        let h = Harness::new(t).await;
+        let r = h.call(Method::POST, "/api/tenants", None, Some(json!({"slug": "solo", "name": "Solo", "tier": "individual", "activate": true}))).await;
+        let tenant = s(&r.body, "id");
+        let ws = s(&h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "w"}))).await.body, "id");
+        let ent = h.call(Method::GET, "/api/entitlements", Some(&tenant), None).await;
+        assert_eq!(ent.body["tier"], "individual", "{}", ent.body);
+        // Fill the month (1,000 requests on the individual tier) straight in the table, then ask once more.
+        let (owner, _, _) = h.mfa_member(&tenant, "solo@example.com", "owner").await;
+        h.call_as(Some(&owner), Method::POST, "/api/user-roles", Some(&tenant), Some(json!({"assignee": {"type": "user", "id": h.call_as(Some(&owner), Method::GET, "/api/auth/me", Some(&tenant), None).await.body["account"]["id"].clone()}, "role": "senior_pm", "workspace": ws}))).await;
+        let r = h.call_as(Some(&owner), Method::POST, &format!("/api/workspaces/{ws}/ai/requests"), Some(&tenant), None).await;
+        assert_eq!((r.status, &r.body["requests_used_this_month"]), (StatusCode::OK, &json!(1)), "{}", r.body);
+        let period = h.call_as(Some(&owner), Method::GET, "/api/quotas", Some(&tenant), None).await;
+        assert_eq!(period.body[0]["used"], 1);
+        assert_eq!(h.t.inspector().await.execute("UPDATE policy_quota_usage SET used = 1000").await, 1);
+        let r = h.call_as(Some(&owner), Method::POST, &format!("/api/workspaces/{ws}/ai/requests"), Some(&tenant), None).await;
+        r.assert_problem(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+        assert_eq!(r.body["quota"], "monthly_requests");
+        assert_eq!(r.body["limit"], 1000);
+        assert!(r.body["resets_at"].is_string(), "{}", r.body);
+        assert!(r.body["correlation_id"].is_string());
+    }
+
+    async fn break_glass_needs_a_reason_mfa_and_a_time_box_and_owners_see_it(t) {
+        let h = Harness::with_config(t, Config { require_break_glass: true, ..crate::test_config() }).await;
+        let tenant = h.tenant("acme").await;
+        // Without a grant the operator reaches nothing inside the tenant.
+        h.call(Method::GET, "/api/workspaces", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        // MFA is required: first without enrolment, then with a wrong code.
+        let body = |code: &str| json!({"reason": "incident 42: customer cannot log in", "minutes": 30, "code": code});
+        h.call(Method::POST, &format!("/api/tenants/{tenant}/break-glass"), None, Some(body("000000"))).await
+            .assert_problem(StatusCode::FORBIDDEN, "mfa_enrolment_required");
+        let setup = h.call(Method::POST, "/api/platform/mfa/setup", None, None).await;
+        let secret = s(&setup.body, "secret");
+        let r = h.call(Method::POST, "/api/platform/mfa/confirm", None, Some(json!({"code": h.totp(&secret)}))).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        h.advance(30);
+        h.call(Method::POST, &format!("/api/tenants/{tenant}/break-glass"), None, Some(body("000000"))).await
+            .assert_problem(StatusCode::UNAUTHORIZED, "invalid_mfa_code");
+        // A reason is required, and a time box of at most four hours.
+        h.call(Method::POST, &format!("/api/tenants/{tenant}/break-glass"), None, Some(json!({"reason": "x", "minutes": 30, "code": h.totp(&secret)}))).await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        h.advance(30);
+        h.call(Method::POST, &format!("/api/tenants/{tenant}/break-glass"), None, Some(json!({"reason": "incident 42: customer cannot log in", "minutes": 600, "code": h.totp(&secret)}))).await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        h.advance(30);
+        let r = h.call(Method::POST, &format!("/api/tenants/{tenant}/break-glass"), None, Some(body(&h.totp(&secret)))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let grant = s(&r.body, "id");
+        // Inside the box every action works and is audited under the grant.
+        let r = h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "fixed"}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let (owner, _, _) = h.mfa_member(&tenant, "olga@example.com", "owner").await;
+        let seen = h.call_as(Some(&owner), Method::GET, "/api/break-glass", Some(&tenant), None).await;
+        assert_eq!(seen.body[0]["reason"], "incident 42: customer cannot log in", "{}", seen.body);
+        let log = h.call_as(Some(&owner), Method::GET, "/api/audit-logs?action=policy.break_glass.action", Some(&tenant), None).await;
+        let records = log.body["records"].as_array().unwrap();
+        let grant_of = |r: &serde_json::Value| serde_json::from_str::<serde_json::Value>(r["details"].as_str().unwrap()).unwrap()["break_glass"].clone();
+        assert!(!records.is_empty() && records.iter().all(|r| grant_of(r) == grant.as_str()), "{}", log.body);
+        let entry = h.call_as(Some(&owner), Method::GET, "/api/audit-logs?action=policy.break_glass.start", Some(&tenant), None).await;
+        assert_eq!(entry.body["records"].as_array().unwrap().len(), 1, "{}", entry.body);
+        let platform = h.call(Method::GET, "/api/platform/audit-logs", None, None).await.body.to_string();
+        assert!(platform.contains("policy.break_glass.start"));
+        // Past the box the operator is out again.
+        h.advance(31 * 60);
+        h.call(Method::GET, "/api/workspaces", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        // A second grant, closed early.
+        let r = h.call(Method::POST, &format!("/api/tenants/{tenant}/break-glass"), None, Some(body(&h.totp(&secret)))).await;
+        let second = s(&r.body, "id");
+        assert_eq!(h.call(Method::GET, "/api/workspaces", Some(&tenant), None).await.status, StatusCode::OK);
+        let r = h.call(Method::POST, &format!("/api/tenants/{tenant}/break-glass/{second}/end"), None, None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        h.call(Method::GET, "/api/workspaces", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+    }
+}
