@@ -324,7 +324,7 @@ impl Auth {
     }
 
     /// Step-up applies to people; an operator acting in a tenant has no MFA
-    /// session here (break-glass with MFA comes with saas-policy).
+    /// session here (they proved MFA when they opened their break-glass grant).
     pub fn require_step_up(&self, who: &Authenticated) -> Result<(), AuthError> {
         match who.ctx.principal() {
             Principal::Operator { .. } => Ok(()),

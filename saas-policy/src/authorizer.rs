@@ -257,6 +257,10 @@ fn principal_key(p: &Principal) -> Option<PrincipalKey> {
 
 type PrincipalKey = (&'static str, uuid::Uuid);
 
+/// Tenants with at most this many workspaces get each principal's entities
+/// prebuilt with the whole tree; larger ones build a request's chain.
+const PREBUILT_WORKSPACES: usize = 256;
+
 /// Principals cached per tenant; more than this and the map starts over.
 const PRINCIPALS_PER_TENANT: usize = 50_000;
 
@@ -426,7 +430,19 @@ impl Authorizer {
                     Some((e, _)) => e.uid(),
                     None => uid("Workspace", &w.to_string())?,
                 };
-                (ruid, None)
+                if tenant.workspaces.len() <= PREBUILT_WORKSPACES {
+                    (ruid, None)
+                } else {
+                    let mut ents = vec![principal.entity.clone(), tenant.org.clone()];
+                    for id in tenant.chain(*w) {
+                        if let Some((e, _)) = tenant.workspaces.get(&id) {
+                            ents.push(e.clone());
+                        }
+                    }
+                    let entities = Entities::from_entities(ents, None)
+                        .map_err(|e| PolicyError::Engine(e.to_string()))?;
+                    (ruid, Some(entities))
+                }
             }
             Resource::Object {
                 kind,
@@ -470,7 +486,8 @@ impl Authorizer {
             }
         };
         // The organization, its workspaces and the principal are prebuilt
-        // once per principal; only an object resource needs its own set.
+        // once per principal; an object resource, or a workspace of a large
+        // tenant, brings its own set.
         let entities = built.as_ref().unwrap_or(&principal.entities);
         let now = self.inner.db.clock().now();
         let mut pairs: Vec<(String, RestrictedExpression)> = vec![
@@ -854,10 +871,12 @@ impl Authorizer {
             vec![tenant.org_uid.clone()]
         };
         let principal_entity = entity(puid.clone(), attrs, parents, tags)?;
-        let mut all: Vec<Entity> = Vec::with_capacity(tenant.workspaces.len() + 2);
-        all.push(principal_entity.clone());
-        all.push(tenant.org.clone());
-        all.extend(tenant.workspaces.values().map(|(e, _)| e.clone()));
+        // Prebuilt with the whole workspace tree up to a size; above it a
+        // request builds the resource's chain itself (see `evaluate`).
+        let mut all: Vec<Entity> = vec![principal_entity.clone(), tenant.org.clone()];
+        if tenant.workspaces.len() <= PREBUILT_WORKSPACES {
+            all.extend(tenant.workspaces.values().map(|(e, _)| e.clone()));
+        }
         let entities =
             Entities::from_entities(all, None).map_err(|e| PolicyError::Engine(e.to_string()))?;
         Ok(PrincipalState {

@@ -30,8 +30,11 @@ async fn run() -> Result<(), ServerError> {
         println!(
             "First start: created tenant '{slug}' and an operator credential.\n\
              The credential is in {path} (readable only by you).\n\
-             Try:\n  TOKEN=$(sed -n 's/^operator_token=//p' {path})\n  \
-             curl -H \"Authorization: Bearer $TOKEN\" -H 'X-Tenant-Id: {slug}' http://{bind}/api/workspaces",
+             Give the organization its first owner (the password link lands in data/mail):\n  \
+             TOKEN=$(sed -n 's/^operator_token=//p' {path})\n  \
+             TENANT=$(sed -n 's/^tenant_id=//p' {path})\n  \
+             curl -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \
+             -d '{{\"email\":\"owner@example.com\",\"display_name\":\"Owner\"}}' http://{bind}/api/tenants/$TENANT/owners",
             slug = b.tenant_slug,
             bind = cfg.bind,
         );

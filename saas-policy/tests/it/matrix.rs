@@ -279,3 +279,23 @@ both_backends! {
         }
     }
 }
+
+both_backends! {
+    migrations = sets();
+
+    async fn a_large_workspace_tree_decides_like_a_small_one(t) {
+        let grants = Arc::new(MemGrants::default());
+        let authz = authorizer(&t, grants.clone());
+        let org = t.tenant("big", Tier::Enterprise).await;
+        let tr = tree(&t, &org).await;
+        // Past the prebuilt size the request builds the chain itself.
+        let ws = saas_core::workspace::Workspaces::new(t.db.clone());
+        for i in 0..260 {
+            ws.create(&org, saas_core::workspace::NewWorkspace { name: format!("w{i}"), parent_id: Some(tr.sibling_root) }).await.unwrap();
+        }
+        let ctx = user(&grants, &org, Grants { workspace_roles: vec![(tr.child, "data_analyst".into())], ..Grants::default() });
+        assert!(authz.authorize(&ctx, "export_data", &Resource::Workspace(tr.grandchild)).await.unwrap().is_allowed());
+        assert!(!authz.authorize(&ctx, "export_data", &Resource::Workspace(tr.root)).await.unwrap().is_allowed());
+        assert!(!authz.authorize(&ctx, "export_data", &Resource::Workspace(tr.sibling_root)).await.unwrap().is_allowed());
+    }
+}

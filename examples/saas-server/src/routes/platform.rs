@@ -10,7 +10,7 @@ use saas_core::{JobId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::auth::Platform;
+use crate::auth::{Meta, Platform};
 use crate::guard::{Api, Guard};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::{DEFAULT_LIMIT, Page};
@@ -101,6 +101,11 @@ pub(crate) fn router(state: AppState) -> Api {
             "/api/platform/audit-logs/checkpoint",
             Guard::Platform("platform.audit.checkpoint"),
             super::audit::platform_checkpoint,
+        )
+        .post(
+            "/api/tenants/{id}/owners",
+            Guard::Platform("platform.tenants.provision_owner"),
+            provision_owner,
         )
         .post(
             "/api/platform/mfa/setup",
@@ -376,4 +381,34 @@ async fn break_glass_end(
 ) -> Result<StatusCode, ApiError> {
     s.policy().end_break_glass(&p, id, grant).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOwner {
+    email: String,
+    display_name: String,
+}
+
+/// `POST /api/tenants/{id}/owners`: provisioning, not access. An operator
+/// gives an organization an owner (who sets a password through the mailed
+/// link) without break-glass; reaching the organization's data still needs
+/// one. Audited in the tenant's chain with the operator as actor.
+async fn provision_owner(
+    State(s): State<AppState>,
+    Platform(p): Platform,
+    Meta(meta): Meta,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiJson(b): ApiJson<NewOwner>,
+) -> Result<(StatusCode, Json<saas_auth::Member>), ApiError> {
+    s.tenants().get(&p, id).await?.ensure_usable()?;
+    let who = saas_auth::Authenticated::external(p.act_in(id), "operator");
+    let new = saas_auth::NewMember {
+        email: b.email,
+        display_name: b.display_name,
+        role: "owner".into(),
+    };
+    let member = s.auth().provision_member(&who, new, &meta).await?;
+    s.policy().roles_changed(&who.ctx).await?;
+    Ok((StatusCode::CREATED, Json(member)))
 }

@@ -118,8 +118,13 @@ both_backends! {
     async fn break_glass_needs_a_reason_mfa_and_a_time_box_and_owners_see_it(t) {
         let h = Harness::with_config(t, Config { require_break_glass: true, ..crate::test_config() }).await;
         let tenant = h.tenant("acme").await;
-        // Without a grant the operator reaches nothing inside the tenant.
+        // Without a grant the operator reaches nothing inside the tenant...
         h.call(Method::GET, "/api/workspaces", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        // ... but may still provision its first owner (a platform action).
+        let r = h.call(Method::POST, &format!("/api/tenants/{tenant}/owners"), None, Some(json!({"email": "first@example.com", "display_name": "First"}))).await;
+        assert_eq!((r.status, &r.body["role"]), (StatusCode::CREATED, &json!("owner")), "{}", r.body);
+        h.call(Method::GET, "/api/users", Some(&tenant), None).await
             .assert_problem(StatusCode::FORBIDDEN, "forbidden");
         // MFA is required: first without enrolment, then with a wrong code.
         let body = |code: &str| json!({"reason": "incident 42: customer cannot log in", "minutes": 30, "code": code});

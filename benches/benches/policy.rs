@@ -1,0 +1,246 @@
+//! Authorization on the hot path, ours beside two peers on one scenario:
+//!
+//! - `policy/ours/{n}`, `policy/ours_deny/{n}`: saas-policy's
+//!   `Authorizer::decide` with warm caches, entity construction included
+//!   (principal, organization, the workspace chain, the request context) and
+//!   the Cedar evaluation of the tenant's whole policy set;
+//! - `policy/casbin/{n}` and `policy/regorus/{n}` (with `--features peers`):
+//!   casbin-rs with its RBAC-with-domains model and regorus (Rego) on the
+//!   equivalent policy, see `policy/peers.rs`.
+//!
+//! The scenario, for n = 10, 100, 1,000 and 10,000 tenants: each tenant has 13
+//! nested workspaces (root, three children, nine grandchildren), 20 roles (the
+//! 13 built-in ones and 7 custom workspace roles of its own), one custom Cedar
+//! policy, and a user who is an organization `member` and `senior_pm` at
+//! child `a`. The timed requests, for a tenant taken round-robin (strided)
+//! over all n: `export_data` on grandchild `a-2` (allowed through the role at
+//! its parent) and on grandchild `b-1` (denied). Answers are checked before
+//! timing.
+//!
+//! Run: `cargo bench -p saas-benches --features peers --bench policy`
+//! (ours alone: without `--features peers`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a bench fails loudly when its fixture cannot be built"
+)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use saas_core::{Principal, TenantContext, TenantId, UserId, WorkspaceId};
+use saas_policy::{
+    Authorizer, Catalogue, Engine, Facts, GrantSource, Grants, PolicyError, Resource,
+};
+use saas_test_support::TestDb;
+
+#[cfg(feature = "peers")]
+#[path = "policy/peers.rs"]
+mod peers;
+
+const TENANTS: [usize; 4] = [10, 100, 1_000, 10_000];
+
+#[derive(Debug, Default)]
+struct Fixed(HashMap<UserId, Grants>);
+
+#[async_trait]
+impl GrantSource for Fixed {
+    async fn grants(&self, ctx: &TenantContext) -> Result<Grants, PolicyError> {
+        Ok(ctx
+            .principal()
+            .user_id()
+            .and_then(|u| self.0.get(&u).cloned())
+            .unwrap_or_default())
+    }
+}
+
+struct TenantFixture {
+    ctx: TenantContext,
+    allow_on: WorkspaceId,
+    deny_on: WorkspaceId,
+}
+
+/// Writes `n` tenants straight into SQLite (the repositories would audit
+/// every row, which is not what is measured here).
+async fn fixture(n: usize) -> (TestDb, Authorizer, Vec<TenantFixture>) {
+    let t = TestDb::sqlite_with(&[
+        saas_core::migrations(),
+        saas_audit::migrations(),
+        saas_policy::migrations(),
+    ])
+    .await;
+    let pool = t.db.sqlite_pool().unwrap().clone();
+    let now = chrono::Utc::now();
+    let mut grants = HashMap::new();
+    let mut out = Vec::new();
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..n {
+        let tenant = TenantId::new();
+        sqlx::query("INSERT INTO tenants (id, slug, name, tier, status, created_at, updated_at) VALUES (?, ?, ?, 'enterprise', 'active', ?, ?)")
+            .bind(tenant.as_uuid()).bind(format!("t{i}")).bind(format!("t{i}")).bind(now).bind(now)
+            .execute(&mut *tx).await.unwrap();
+        let mut add = async |parent: Option<uuid::Uuid>, name: &str| {
+            let id = uuid::Uuid::now_v7();
+            sqlx::query("INSERT INTO workspaces (tenant_id, id, parent_id, name, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(tenant.as_uuid()).bind(id).bind(parent).bind(name).bind(now).bind(now)
+                .execute(&mut *tx).await.unwrap();
+            id
+        };
+        let root = add(None, "w0").await;
+        let mut children = Vec::new();
+        for c in ["a", "b", "c"] {
+            let child = add(Some(root), c).await;
+            let mut grand = Vec::new();
+            for g in 1..=3 {
+                grand.push(add(Some(child), &format!("{c}-{g}")).await);
+            }
+            children.push((child, grand));
+        }
+        for r in 1..=7 {
+            let perms = serde_json::json!([
+                "workspaces.read",
+                "discussions.read",
+                "audit.export",
+                "analytics.view"
+            ])
+            .to_string();
+            sqlx::query("INSERT INTO policy_roles (tenant_id, level, name, description, permissions, created_at, updated_at) VALUES (?, 'workspace', ?, '', ?, ?, ?)")
+                .bind(tenant.as_uuid()).bind(format!("custom{r}")).bind(perms).bind(now).bind(now)
+                .execute(&mut *tx).await.unwrap();
+        }
+        let policy = format!(
+            "permit(principal, action == Action::\"audit.export\", resource in Workspace::\"{}\")\nwhen {{ principal.hasTag(\"custom1\") && resource in principal.getTag(\"custom1\") }};",
+            children[2].0
+        );
+        sqlx::query("INSERT INTO policy_versions (tenant_id, name, version, source, created_at, created_by) VALUES (?, 'custom', 1, ?, ?, 'bench')")
+            .bind(tenant.as_uuid()).bind(policy).bind(now)
+            .execute(&mut *tx).await.unwrap();
+        let user = UserId::new();
+        grants.insert(
+            user,
+            Grants {
+                org_roles: vec!["member".into()],
+                workspace_roles: vec![(WorkspaceId::from_uuid(children[0].0), "senior_pm".into())],
+                ..Grants::default()
+            },
+        );
+        out.push(TenantFixture {
+            ctx: TenantContext::for_test(tenant, Principal::User { id: user }),
+            allow_on: WorkspaceId::from_uuid(children[0].1[1]),
+            deny_on: WorkspaceId::from_uuid(children[1].1[0]),
+        });
+    }
+    tx.commit().await.unwrap();
+    let engine = Engine::new(Catalogue::default_catalogue().unwrap()).unwrap();
+    let audit =
+        saas_audit::AuditLog::new(t.db.clone(), saas_audit::CheckpointSigner::random("bench"));
+    let authz = Authorizer::new(t.db.clone(), engine, audit, Arc::new(Fixed(grants)));
+    (t, authz, out)
+}
+
+/// The next tenant: a stride of about 0.618 n, coprime with n, visits every
+/// tenant once per n steps without walking them in insertion order.
+fn stride(n: usize) -> usize {
+    let mut s = ((n as f64) * 0.618) as usize | 1;
+    while gcd(s, n) != 1 {
+        s += 2;
+    }
+    s.max(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn ours(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let facts = Facts::default();
+    let mut group = c.benchmark_group("policy");
+    for n in TENANTS {
+        let (_t, authz, tenants) = rt.block_on(fixture(n));
+        // Warm every tenant and check the answers.
+        rt.block_on(async {
+            for (i, f) in tenants.iter().enumerate() {
+                let allow = authz
+                    .decide(
+                        &f.ctx,
+                        "export_data",
+                        &Resource::Workspace(f.allow_on),
+                        &facts,
+                    )
+                    .await
+                    .unwrap();
+                let deny = authz
+                    .decide(
+                        &f.ctx,
+                        "export_data",
+                        &Resource::Workspace(f.deny_on),
+                        &facts,
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    allow.is_allowed() && !deny.is_allowed(),
+                    "tenant {i}: {allow:?} {deny:?}"
+                );
+                let other = &tenants[(i + 1) % tenants.len()];
+                if n > 1 {
+                    let cross = authz
+                        .decide(
+                            &f.ctx,
+                            "export_data",
+                            &Resource::Workspace(other.allow_on),
+                            &facts,
+                        )
+                        .await
+                        .unwrap();
+                    assert!(!cross.is_allowed(), "cross-tenant request allowed");
+                }
+            }
+        });
+        let step = stride(n);
+        for (name, allow) in [("ours", true), ("ours_deny", false)] {
+            let mut k = 0usize;
+            group.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter(|| {
+                    k = (k + step) % n;
+                    let f = &tenants[k];
+                    let on = if allow { f.allow_on } else { f.deny_on };
+                    let d = rt
+                        .block_on(authz.decide(
+                            &f.ctx,
+                            "export_data",
+                            &Resource::Workspace(on),
+                            &facts,
+                        ))
+                        .unwrap();
+                    black_box(d)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    ours(c);
+    #[cfg(feature = "peers")]
+    peers::register(c, &TENANTS);
+}
+
+criterion_group! {
+    name = policy;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(policy);
