@@ -196,8 +196,14 @@ async fn authorize_route(
             let res = next.run(req).await;
             // Roles identity stores, and the workspace tree, are cached by
             // the Authorizer: drop the tenant's entries on every replica.
-            if writes && res.status().is_success() && CHANGES_GRANTS.contains(&action) {
-                state.policy().roles_changed(&who.ctx).await?;
+            // A failure here leaves the one-minute TTL as the backstop; the
+            // change itself has committed, so the answer stays a success.
+            if writes
+                && res.status().is_success()
+                && CHANGES_GRANTS.contains(&action)
+                && let Err(e) = state.policy().roles_changed(&who.ctx).await
+            {
+                tracing::warn!(error = %e, "authorization cache invalidation failed");
             }
             Ok(res)
         }

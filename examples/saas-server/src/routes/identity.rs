@@ -642,7 +642,13 @@ async fn update_user(
         guard::require(&s, &who, &meta, "roles.assign", &Resource::Org).await?;
         guard::require_grant(&s, &who, &meta, Level::Org, role, &Resource::Org).await?;
     }
-    Ok(Json(s.auth().update_member(&who, id, b, &meta).await?))
+    let changes_grants = b.role.is_some() || b.disabled.is_some();
+    let member = s.auth().update_member(&who, id, b, &meta).await?;
+    // The committed change stands; a failed invalidation leaves the TTL.
+    if changes_grants && let Err(e) = s.policy().roles_changed(&who.ctx).await {
+        tracing::warn!(error = %e, "authorization cache invalidation failed");
+    }
+    Ok(Json(member))
 }
 
 async fn remove_user(

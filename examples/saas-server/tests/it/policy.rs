@@ -50,6 +50,11 @@ both_backends! {
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
         h.call_as(Some(&mia_token), Method::GET, "/api/audit-logs", Some(&tenant), None).await
             .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        // A membership role change through identity reaches the cached decision at once.
+        let r = h.call_as(Some(&owner), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"role": "admin"}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = h.call_as(Some(&mia_token), Method::GET, "/api/audit-logs", Some(&tenant), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let log = h.call_as(Some(&owner), Method::GET, "/api/audit-logs", Some(&tenant), None).await.body.to_string();
         for a in ["policy.role.create", "policy.role.assign", "policy.role.unassign", "policy.deny"] {
             assert!(log.contains(a), "{a} missing");
