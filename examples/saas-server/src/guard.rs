@@ -1,11 +1,11 @@
-//! Every route declares what guards it, through [`Api`], the only way routes
+//! Every route declares what guards it, through `Api`, the only way routes
 //! are added to the server: a tenant route names the catalogue action it
 //! needs (and whether its `{id}` is the workspace acted on), a platform route
 //! its platform action, a public route why it is public. The tenant guard asks
-//! saas-policy's Authorizer before the handler runs, and the [`crate::auth::Tenant`]
-//! and [`crate::auth::Authn`] extractors refuse to hand out a context the guard
-//! did not approve, so a handler cannot run unguarded.
-//! [`Api::routes`] lists every route with its guard; a test walks it.
+//! saas-policy's Authorizer before the handler runs, and the `Tenant` and
+//! `Authn` extractors refuse to hand out a context the guard did not approve,
+//! so a handler cannot run unguarded. [`crate::route_specs`] lists every route
+//! with its [`Guard`]; a test walks it.
 
 use axum::RequestPartsExt as _;
 use axum::Router;
