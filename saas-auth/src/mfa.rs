@@ -77,6 +77,24 @@ fn operator_of(pctx: &PlatformContext) -> Result<OperatorId, AuthError> {
     }
 }
 
+/// When the operator confirmed their TOTP enrolment, if they did.
+async fn operator_confirmed_at(
+    tx: &mut Tx,
+    operator: OperatorId,
+) -> Result<Option<DateTime<Utc>>, AuthError> {
+    Ok(tx
+        .fetch_optional(
+            Query::select()
+                .column("totp_confirmed_at")
+                .from(OPERATOR_MFA)
+                .and_where(Expr::col("operator_id").eq(operator)),
+        )
+        .await?
+        .map(|r| r.get::<Option<DateTime<Utc>>>("totp_confirmed_at"))
+        .transpose()?
+        .flatten())
+}
+
 impl Auth {
     fn totp(&self, seed: Vec<u8>, account: &str) -> Result<TOTP, AuthError> {
         TOTP::new(
@@ -339,17 +357,7 @@ impl Auth {
     pub async fn operator_mfa_setup(&self, pctx: &PlatformContext) -> Result<MfaSetup, AuthError> {
         let operator = operator_of(pctx)?;
         let mut tx = self.db().begin_platform(pctx).await?;
-        let confirmed = tx
-            .fetch_optional(
-                Query::select()
-                    .column("totp_confirmed_at")
-                    .from(OPERATOR_MFA)
-                    .and_where(Expr::col("operator_id").eq(operator)),
-            )
-            .await?
-            .map(|r| r.get::<Option<DateTime<Utc>>>("totp_confirmed_at"))
-            .transpose()?
-            .flatten();
+        let confirmed = operator_confirmed_at(&mut tx, operator).await?;
         if confirmed.is_some() {
             return Err(AuthError::Conflict {
                 code: "mfa_already_enabled",
@@ -421,17 +429,7 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let operator = operator_of(pctx)?;
         let mut tx = self.db().begin_platform(pctx).await?;
-        let confirmed = tx
-            .fetch_optional(
-                Query::select()
-                    .column("totp_confirmed_at")
-                    .from(OPERATOR_MFA)
-                    .and_where(Expr::col("operator_id").eq(operator)),
-            )
-            .await?
-            .map(|r| r.get::<Option<DateTime<Utc>>>("totp_confirmed_at"))
-            .transpose()?
-            .flatten();
+        let confirmed = operator_confirmed_at(&mut tx, operator).await?;
         if confirmed.is_none() {
             return Err(AuthError::Conflict {
                 code: "mfa_enrolment_required",

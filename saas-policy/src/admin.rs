@@ -5,8 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use saas_audit::{AuditEvent, Outcome, Target};
-use saas_core::db::Tx;
+use saas_audit::Target;
 use saas_core::db::sea_query::{Expr, ExprTrait, Query};
 use saas_core::{Principal, ServiceId, TenantContext, UserId, WorkspaceId};
 use serde::Deserialize;
@@ -230,17 +229,14 @@ impl Authorizer {
             }
             Err(e) => return Err(e.into()),
         }
-        self.record(
-            &mut tx,
+        self.commit_change(
+            tx,
             ctx,
             "policy.role.create",
             Target::new("role", format!("{}:{}", role.level.as_str(), role.name)),
             serde_json::json!({"permissions": perms}),
         )
         .await?;
-        self.invalidate_in(&mut tx, ctx.tenant()).await?;
-        tx.commit().await?;
-        self.invalidate_local(ctx.tenant());
         Ok(role)
     }
 
@@ -274,17 +270,14 @@ impl Authorizer {
                 .and_where(Expr::col("role").eq(name)),
         )
         .await?;
-        self.record(
-            &mut tx,
+        self.commit_change(
+            tx,
             ctx,
             "policy.role.delete",
             Target::new("role", format!("{}:{name}", level.as_str())),
             serde_json::json!({}),
         )
         .await?;
-        self.invalidate_in(&mut tx, ctx.tenant()).await?;
-        tx.commit().await?;
-        self.invalidate_local(ctx.tenant());
         Ok(())
     }
 
@@ -357,17 +350,14 @@ impl Authorizer {
             }
             Err(e) => return Err(e.into()),
         }
-        self.record(
-            &mut tx,
+        self.commit_change(
+            tx,
             ctx,
             "policy.role.assign",
             Target::new(grant.assignee.kind().to_lowercase(), grant.assignee.id()),
             serde_json::json!({"role": role.name, "level": role.level, "workspace_id": grant.workspace}),
         )
         .await?;
-        self.invalidate_in(&mut tx, ctx.tenant()).await?;
-        tx.commit().await?;
-        self.invalidate_local(ctx.tenant());
         Ok(Assignment {
             principal_kind: grant.assignee.kind().into(),
             principal_id: grant.assignee.id(),
@@ -411,17 +401,14 @@ impl Authorizer {
                 entity: "role assignment",
             });
         }
-        self.record(
-            &mut tx,
+        self.commit_change(
+            tx,
             ctx,
             "policy.role.unassign",
             Target::new(grant.assignee.kind().to_lowercase(), grant.assignee.id()),
             serde_json::json!({"role": grant.role, "workspace_id": grant.workspace}),
         )
         .await?;
-        self.invalidate_in(&mut tx, ctx.tenant()).await?;
-        tx.commit().await?;
-        self.invalidate_local(ctx.tenant());
         Ok(())
     }
 
@@ -562,17 +549,14 @@ impl Authorizer {
             }
             Err(e) => return Err(e.into()),
         }
-        self.record(
-            &mut tx,
+        self.commit_change(
+            tx,
             ctx,
             audit_action,
             Target::new("policy", name),
             serde_json::json!({"version": next, "rolled_back_to": from, "source": source}),
         )
         .await?;
-        self.invalidate_in(&mut tx, ctx.tenant()).await?;
-        tx.commit().await?;
-        self.invalidate_local(ctx.tenant());
         Ok(StoredPolicy {
             name: name.to_owned(),
             version: next,
@@ -580,26 +564,6 @@ impl Authorizer {
             created_at: now,
             created_by: by,
         })
-    }
-
-    async fn record(
-        &self,
-        tx: &mut Tx,
-        ctx: &TenantContext,
-        action: &str,
-        target: Target,
-        details: serde_json::Value,
-    ) -> Result<(), PolicyError> {
-        self.audit_log()
-            .append(
-                tx,
-                ctx,
-                AuditEvent::new(action, target)
-                    .outcome(Outcome::Success)
-                    .details(details),
-            )
-            .await?;
-        Ok(())
     }
 }
 

@@ -897,14 +897,30 @@ impl Authorizer {
         self.inner.tenants.invalidate(&tenant);
     }
 
-    /// Drops `tenant`'s cache here and, when `tx` commits, on every replica.
-    pub(crate) async fn invalidate_in(
+    /// Ends a change to authorization: audits it in `tx`, tells every
+    /// replica through `tx`, commits, then drops the tenant's cache here
+    /// (after the commit, so no request can cache the state before it).
+    pub(crate) async fn commit_change(
         &self,
-        tx: &mut Tx,
-        tenant: TenantId,
+        mut tx: Tx,
+        ctx: &TenantContext,
+        action: &str,
+        target: Target,
+        details: serde_json::Value,
     ) -> Result<(), PolicyError> {
-        saas_core::db::notify(tx, CHANNEL, &tenant.to_string()).await?;
-        self.invalidate_local(tenant);
+        self.inner
+            .audit
+            .append(
+                &mut tx,
+                ctx,
+                AuditEvent::new(action, target)
+                    .outcome(Outcome::Success)
+                    .details(details),
+            )
+            .await?;
+        saas_core::db::notify(&mut tx, CHANNEL, &ctx.tenant().to_string()).await?;
+        tx.commit().await?;
+        self.invalidate_local(ctx.tenant());
         Ok(())
     }
 

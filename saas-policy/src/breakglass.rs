@@ -131,21 +131,14 @@ impl Authorizer {
                 .map_err(|e| PolicyError::Engine(e.to_string()))?,
         )
         .await?;
-        self.audit_log()
-            .append(
-                &mut tx,
-                &ctx,
-                AuditEvent::new(
-                    "policy.break_glass.start",
-                    Target::new("break_glass", grant.id),
-                )
-                .outcome(Outcome::Success)
-                .details(details),
-            )
-            .await?;
-        self.invalidate_in(&mut tx, tenant).await?;
-        tx.commit().await?;
-        self.invalidate_local(tenant);
+        self.commit_change(
+            tx,
+            &ctx,
+            "policy.break_glass.start",
+            Target::new("break_glass", grant.id),
+            details,
+        )
+        .await?;
         Ok(grant)
     }
 
@@ -176,17 +169,14 @@ impl Authorizer {
                 entity: "open break-glass grant",
             });
         }
-        self.audit_log()
-            .append(
-                &mut tx,
-                &ctx,
-                AuditEvent::new("policy.break_glass.end", Target::new("break_glass", id))
-                    .outcome(Outcome::Success),
-            )
-            .await?;
-        self.invalidate_in(&mut tx, tenant).await?;
-        tx.commit().await?;
-        self.invalidate_local(tenant);
+        self.commit_change(
+            tx,
+            &ctx,
+            "policy.break_glass.end",
+            Target::new("break_glass", id),
+            serde_json::json!({}),
+        )
+        .await?;
         self.audit_log()
             .record(
                 pctx,
