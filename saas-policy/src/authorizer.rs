@@ -226,6 +226,7 @@ struct Inner {
     audit: AuditLog,
     source: Arc<dyn GrantSource>,
     require_break_glass: AtomicBool,
+    quota_periods: std::sync::OnceLock<Arc<dyn crate::quota::QuotaPeriods>>,
     tenants_repo: Tenants,
     workspaces_repo: Workspaces,
     tenants: Cache<TenantId, Arc<TenantState>>,
@@ -296,6 +297,7 @@ impl Authorizer {
                 audit,
                 source,
                 require_break_glass: AtomicBool::new(true),
+                quota_periods: std::sync::OnceLock::new(),
                 tenants: Cache::builder()
                     .max_capacity(20_000)
                     .time_to_live(ttl)
@@ -312,6 +314,12 @@ impl Authorizer {
         self.inner
             .require_break_glass
             .store(required, Ordering::Relaxed);
+    }
+
+    pub(crate) fn quota_periods_cell(
+        &self,
+    ) -> &std::sync::OnceLock<Arc<dyn crate::quota::QuotaPeriods>> {
+        &self.inner.quota_periods
     }
 
     /// The break-glass grant an operator context acts under, if any.

@@ -15,6 +15,7 @@ pub use breakglass::{BreakGlass, BreakGlassRequest, MAX_MINUTES};
 pub use catalogue::{Catalogue, Level, Permission, Role};
 pub use engine::{Decision, Engine, Explanation, TENANT_ISOLATION};
 pub use error::{PolicyDiagnostic, PolicyError, QuotaExceeded};
+pub use quota::QuotaPeriods;
 pub use store::{Assignment, StoredPolicy};
 
 use saas_core::db::{Migration, MigrationSet};

@@ -9,11 +9,14 @@
 //! quotas (`max_users`, `max_workspaces`) compare a current count with the
 //! limit ([`Authorizer::check_stock`]).
 
+use std::fmt;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use saas_core::TenantContext;
 use saas_core::db::Tx;
 use saas_core::db::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use saas_core::tenant::Tier;
+use saas_core::{TenantContext, TenantId};
 use serde::Serialize;
 
 use crate::authorizer::Authorizer;
@@ -34,6 +37,22 @@ pub struct QuotaView {
     pub used: u64,
     /// When a periodic quota resets.
     pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// Where a tenant's periodic quotas start and reset. Calendar months (UTC)
+/// unless one is installed with [`Authorizer::set_quota_periods`]; billing
+/// installs its billing cycle, so a quota and the invoice count the same
+/// period.
+#[async_trait]
+pub trait QuotaPeriods: Send + Sync + fmt::Debug {
+    /// The period containing `now` for `tenant`: its start and its end (when
+    /// the quota resets), read inside `tx`.
+    async fn period(
+        &self,
+        tx: &mut Tx,
+        tenant: TenantId,
+        now: DateTime<Utc>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), PolicyError>;
 }
 
 /// The limit of `quota` for `tier`.
@@ -88,6 +107,24 @@ async fn used_in(
 }
 
 impl Authorizer {
+    /// Installs where periodic quotas start and reset (once; later calls are
+    /// ignored and return false).
+    pub fn set_quota_periods(&self, periods: std::sync::Arc<dyn QuotaPeriods>) -> bool {
+        self.quota_periods_cell().set(periods).is_ok()
+    }
+
+    async fn quota_period(
+        &self,
+        tx: &mut Tx,
+        tenant: TenantId,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), PolicyError> {
+        let now = tx.now();
+        match self.quota_periods_cell().get() {
+            Some(p) => p.period(tx, tenant, now).await,
+            None => Ok(month_of(now)),
+        }
+    }
+
     /// Counts `n` against the periodic quota `quota` of `ctx`'s tenant inside
     /// `tx` (the action's transaction), or refuses with what was exceeded and
     /// when it resets. Returns the new count.
@@ -104,7 +141,7 @@ impl Authorizer {
             Some(t) => t,
             None => saas_core::tenant::get_in(tx, ctx.tenant()).await?.tier,
         };
-        let (period, resets) = month_of(tx.now());
+        let (period, resets) = self.quota_period(tx, ctx.tenant()).await?;
         let n_i = i64::try_from(n).map_err(|_| PolicyError::validation("n", "too large"))?;
         tx.execute(
             Query::insert()
@@ -149,6 +186,18 @@ impl Authorizer {
         Ok(used)
     }
 
+    /// What the periodic quota `quota` of `ctx`'s tenant has used this
+    /// period, read inside `tx`.
+    pub async fn quota_used_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &TenantContext,
+        quota: &str,
+    ) -> Result<u64, PolicyError> {
+        let (period, _) = self.quota_period(tx, ctx.tenant()).await?;
+        used_in(tx, ctx, quota, period).await
+    }
+
     /// Refuses when a stock quota (`max_users`, `max_workspaces`) is already
     /// reached by `current`.
     pub async fn check_stock(
@@ -173,7 +222,7 @@ impl Authorizer {
     pub async fn quotas(&self, ctx: &TenantContext) -> Result<Vec<QuotaView>, PolicyError> {
         let tenant = self.tenant_state(ctx).await?;
         let mut tx = self.db().read(ctx).await?;
-        let (period, resets) = month_of(tx.now());
+        let (period, resets) = self.quota_period(&mut tx, ctx.tenant()).await?;
         let used = used_in(&mut tx, ctx, MONTHLY_REQUESTS, period).await?;
         tx.commit().await?;
         Ok(vec![QuotaView {

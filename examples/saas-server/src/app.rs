@@ -46,6 +46,7 @@ struct Inner {
     audit: saas_audit::AuditLog,
     auth: saas_auth::Auth,
     policy: saas_policy::Authorizer,
+    meter: saas_billing::Meter,
     resolver: PlatformContext,
     maintenance: PlatformContext,
 }
@@ -84,6 +85,11 @@ impl AppState {
             Arc::new(AuthGrants(auth.clone())),
         );
         policy.set_require_break_glass(config.require_break_glass);
+        let meter = saas_billing::Meter::new(
+            db.clone(),
+            saas_billing::MetricCatalogue::default_catalogue()?,
+        );
+        policy.set_quota_periods(Arc::new(meter.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 tenants: Tenants::new(db.clone()),
@@ -92,6 +98,7 @@ impl AppState {
                 operators: Operators::new(db.clone()),
                 jobs: JobStore::new(db.clone()),
                 policy,
+                meter,
                 audit,
                 auth,
                 resolver: PlatformContext::system("request tenant resolution"),
@@ -138,6 +145,11 @@ impl AppState {
     #[must_use]
     pub fn policy(&self) -> &saas_policy::Authorizer {
         &self.inner.policy
+    }
+    /// Usage metering.
+    #[must_use]
+    pub fn meter(&self) -> &saas_billing::Meter {
+        &self.inner.meter
     }
     pub(crate) fn jobs(&self) -> &JobStore {
         &self.inner.jobs
@@ -198,6 +210,7 @@ pub(crate) fn api(state: AppState) -> Api {
         .merge(routes::tenant::router(state.clone()))
         .merge(routes::identity::public_router(state.clone()))
         .merge(routes::identity::router(state.clone()))
+        .merge(routes::billing::router(state.clone()))
         .merge(routes::policy::router(state))
 }
 

@@ -33,6 +33,7 @@ pub fn migration_sets() -> Vec<MigrationSet> {
         saas_audit::migrations(),
         saas_auth::migrations(),
         saas_policy::migrations(),
+        saas_billing::migrations(),
     ]
 }
 
@@ -54,6 +55,9 @@ pub enum ServerError {
     /// Authorization could not start (catalogue, schema).
     #[error(transparent)]
     Policy(#[from] saas_policy::PolicyError),
+    /// Billing failed to start.
+    #[error(transparent)]
+    Billing(#[from] saas_billing::BillingError),
     /// Binding or serving failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

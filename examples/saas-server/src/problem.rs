@@ -62,6 +62,15 @@ impl ApiError {
         }
     }
 
+    /// 404 `not_found` naming what was looked for.
+    fn not_found(entity: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{entity} not found"),
+        )
+    }
+
     /// Adds a problem-specific member.
     #[must_use]
     pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
@@ -156,11 +165,7 @@ impl From<saas_policy::PolicyError> for ApiError {
             )
             .with("errors", serde_json::json!(diags)),
             E::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
-            E::NotFound { entity } => Self::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{entity} not found"),
-            ),
+            E::NotFound { entity } => Self::not_found(entity),
             E::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
             E::QuotaExceeded(q) => {
                 // A periodic quota comes back by itself (429, retry later); a
@@ -183,6 +188,36 @@ impl From<saas_policy::PolicyError> for ApiError {
                 .with("used", serde_json::json!(q.used))
                 .with("resets_at", serde_json::json!(q.resets_at))
             }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "an internal error occurred; quote the correlation id when reporting it",
+                )
+            }
+        }
+    }
+}
+
+impl From<saas_billing::BillingError> for ApiError {
+    fn from(e: saas_billing::BillingError) -> Self {
+        use saas_billing::BillingError as E;
+        match e {
+            E::Core(c) => c.into(),
+            E::Policy(p) => p.into(),
+            E::Validation { field, reason } => {
+                let mut err = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    format!("invalid {field}: {reason}"),
+                );
+                err.field = Some(field);
+                err
+            }
+            E::Money(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "money_error", m),
+            E::NotFound { entity } => Self::not_found(entity),
+            E::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
             other => {
                 tracing::error!(error = %other, "internal error");
                 Self::new(

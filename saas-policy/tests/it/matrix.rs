@@ -41,6 +41,7 @@ fn org_expectations(all: &BTreeSet<String>) -> Vec<(&'static str, BTreeSet<Strin
             set(&[
                 "billing.read",
                 "billing.manage",
+                "usage.read",
                 "org.read",
                 "self.manage",
                 "entitlements.read",

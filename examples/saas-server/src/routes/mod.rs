@@ -1,6 +1,7 @@
 //! HTTP handlers, grouped by who may call them.
 
 pub(crate) mod audit;
+pub(crate) mod billing;
 pub(crate) mod identity;
 pub(crate) mod ops;
 pub(crate) mod platform;

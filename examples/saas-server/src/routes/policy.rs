@@ -300,11 +300,28 @@ async fn ai_request(
     ApiPath(id): ApiPath<WorkspaceId>,
 ) -> Result<Json<AiAnswer>, ApiError> {
     s.workspaces().get(&ctx, id).await?;
+    // The metered event and the quota count commit together, keyed by the
+    // request's correlation id: a retry under the same id counts neither
+    // again, so the quota and the invoice agree.
+    let event = saas_billing::UsageEvent::new(
+        format!("ai-request:{}", ctx.correlation_id()),
+        "ai_requests",
+    )
+    .workspace(id);
     let mut tx = s.db().begin(&ctx).await?;
-    let used = s
-        .policy()
-        .consume(&mut tx, &ctx, saas_policy::quota::MONTHLY_REQUESTS, 1)
+    let receipt = s
+        .meter()
+        .record_in(&mut tx, &ctx, std::slice::from_ref(&event))
         .await?;
+    let used = if receipt.counted == 1 {
+        s.policy()
+            .consume(&mut tx, &ctx, saas_policy::quota::MONTHLY_REQUESTS, 1)
+            .await?
+    } else {
+        s.policy()
+            .quota_used_in(&mut tx, &ctx, saas_policy::quota::MONTHLY_REQUESTS)
+            .await?
+    };
     tx.commit().await?;
     Ok(Json(AiAnswer {
         workspace_id: id,

@@ -11,6 +11,7 @@
 
 mod audit;
 mod bad_input;
+mod billing;
 mod e2e;
 mod guards;
 mod identity;
