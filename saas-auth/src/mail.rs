@@ -140,8 +140,9 @@ impl Mailer for SmtpMailer {
 }
 
 impl Auth {
-    /// Writes a message into the outbox and enqueues its delivery, in `tx`.
-    pub(crate) async fn enqueue_mail(
+    /// Writes a message into the outbox and enqueues its delivery, in `tx`
+    /// (other crates' mail, e.g. billing's invoices, goes through it too).
+    pub async fn enqueue_mail(
         &self,
         tx: &mut Tx,
         to: &str,

@@ -34,6 +34,18 @@ pub enum BillingError {
         /// What conflicts.
         message: String,
     },
+    /// A payment provider failed or refused (a card decline is an outcome,
+    /// not this error).
+    #[error("payment provider {provider}: {message}")]
+    Provider {
+        /// The provider's name.
+        provider: String,
+        /// What went wrong (no secrets).
+        message: String,
+    },
+    /// A webhook's signature or timestamp did not verify.
+    #[error("webhook signature rejected: {0}")]
+    WebhookSignature(String),
     /// The audit log refused the event.
     #[error(transparent)]
     Audit(#[from] saas_audit::AuditError),
@@ -62,6 +74,8 @@ impl BillingError {
             Self::Catalogue(_) => "invalid_catalogue",
             Self::NotFound { .. } => "not_found",
             Self::Conflict { code, .. } => code,
+            Self::Provider { .. } => "payment_provider_failed",
+            Self::WebhookSignature(_) => "invalid_webhook_signature",
             Self::Audit(_) => "audit_failed",
             Self::Policy(_) => "policy_failed",
             Self::Core(e) => e.code(),

@@ -33,10 +33,12 @@ pub enum CoreError {
         message: String,
     },
     /// The tenant cannot be used in its current lifecycle state.
-    #[error("tenant is {status}")]
+    #[error("tenant is {status}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     TenantUnavailable {
         /// The tenant's state.
         status: TenantStatus,
+        /// Why, as recorded with the transition (e.g. the unpaid invoice).
+        reason: Option<String>,
     },
     /// A lifecycle action is not allowed from the tenant's current state.
     #[error("cannot {action} a tenant that is {from}")]
@@ -76,7 +78,7 @@ impl CoreError {
             Self::NotFound { .. } => "not_found",
             Self::Validation { .. } => "validation_failed",
             Self::Conflict { code, .. } => code,
-            Self::TenantUnavailable { status } => match status {
+            Self::TenantUnavailable { status, .. } => match status {
                 TenantStatus::Suspended => "tenant_suspended",
                 TenantStatus::PendingDeletion => "tenant_pending_deletion",
                 TenantStatus::Provisioning => "tenant_not_active",

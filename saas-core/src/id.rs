@@ -138,6 +138,14 @@ typed_id!(
     /// Identifies a job in the durable queue.
     JobId
 );
+typed_id!(
+    /// Identifies a subscription (owned by saas-billing).
+    SubscriptionId
+);
+typed_id!(
+    /// Identifies an invoice or credit note (owned by saas-billing).
+    InvoiceId
+);
 
 /// An organization *is* the tenant: the two names denote one id.
 pub type OrgId = TenantId;

@@ -795,6 +795,18 @@ impl Worker {
         self
     }
 
+    /// Registers several handlers (e.g. every job of a crate).
+    #[must_use]
+    pub fn register_all<H: JobHandler + 'static>(
+        mut self,
+        handlers: impl IntoIterator<Item = H>,
+    ) -> Self {
+        for h in handlers {
+            self = self.register(Arc::new(h));
+        }
+        self
+    }
+
     /// This worker's id (stored as `locked_by`).
     #[must_use]
     pub fn id(&self) -> &str {

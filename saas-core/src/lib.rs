@@ -15,7 +15,10 @@ pub mod workspace;
 
 pub use context::{CorrelationId, PlatformActor, PlatformContext, Principal, TenantContext};
 pub use error::CoreError;
-pub use id::{ApiKeyId, JobId, OperatorId, OrgId, ServiceId, TenantId, UserId, WorkspaceId};
+pub use id::{
+    ApiKeyId, InvoiceId, JobId, OperatorId, OrgId, ServiceId, SubscriptionId, TenantId, UserId,
+    WorkspaceId,
+};
 
 use db::{Migration, MigrationSet};
 

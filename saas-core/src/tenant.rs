@@ -251,7 +251,10 @@ impl Tenant {
     pub fn ensure_usable(&self) -> Result<(), CoreError> {
         match self.status {
             TenantStatus::Active => Ok(()),
-            status => Err(CoreError::TenantUnavailable { status }),
+            status => Err(CoreError::TenantUnavailable {
+                status,
+                reason: self.status_reason.clone(),
+            }),
         }
     }
 }

@@ -453,17 +453,21 @@ impl Inspector {
 
     /// Runs a statement as a superuser would (tamper and probe tests).
     pub async fn execute(&self, sql: &str) -> u64 {
-        match self {
+        self.try_execute(sql).await.expect("execute")
+    }
+
+    /// Like [`Inspector::execute`], returning the database's refusal (a
+    /// trigger or constraint) instead of failing the test.
+    pub async fn try_execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        Ok(match self {
             Self::Sqlite(p) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
                 .execute(p)
-                .await
-                .expect("execute")
+                .await?
                 .rows_affected(),
             Self::Postgres(p) => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
                 .execute(p)
-                .await
-                .expect("execute")
+                .await?
                 .rows_affected(),
-        }
+        })
     }
 }

@@ -47,6 +47,7 @@ struct Inner {
     auth: saas_auth::Auth,
     policy: saas_policy::Authorizer,
     meter: saas_billing::Meter,
+    billing: saas_billing::Billing,
     resolver: PlatformContext,
     maintenance: PlatformContext,
 }
@@ -90,6 +91,19 @@ impl AppState {
             saas_billing::MetricCatalogue::default_catalogue()?,
         );
         policy.set_quota_periods(Arc::new(meter.clone()));
+        let billing = saas_billing::Billing::new(
+            db.clone(),
+            audit.clone(),
+            saas_billing::plan::PlanCatalogue::default_catalogue()?,
+            meter.clone(),
+            config.seller.clone(),
+        )
+        .with_authorizer(policy.clone())
+        .with_outbox(Arc::new(AuthOutbox(auth.clone())));
+        let billing = match &config.payment_provider {
+            Some(p) => billing.with_provider(p.clone()),
+            None => billing,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 tenants: Tenants::new(db.clone()),
@@ -99,6 +113,7 @@ impl AppState {
                 jobs: JobStore::new(db.clone()),
                 policy,
                 meter,
+                billing,
                 audit,
                 auth,
                 resolver: PlatformContext::system("request tenant resolution"),
@@ -150,6 +165,11 @@ impl AppState {
     #[must_use]
     pub fn meter(&self) -> &saas_billing::Meter {
         &self.inner.meter
+    }
+    /// Billing: subscriptions, invoices, payments.
+    #[must_use]
+    pub fn billing(&self) -> &saas_billing::Billing {
+        &self.inner.billing
     }
     pub(crate) fn jobs(&self) -> &JobStore {
         &self.inner.jobs
@@ -211,6 +231,7 @@ pub(crate) fn api(state: AppState) -> Api {
         .merge(routes::identity::public_router(state.clone()))
         .merge(routes::identity::router(state.clone()))
         .merge(routes::billing::router(state.clone()))
+        .merge(routes::billing::platform_router(state.clone()))
         .merge(routes::policy::router(state))
 }
 
@@ -338,5 +359,31 @@ impl saas_policy::GrantSource for AuthGrants {
             scopes: g.scopes,
             workspace: g.workspace,
         })
+    }
+}
+
+/// Billing's mail goes through identity's outbox, in billing's transaction.
+#[derive(Debug)]
+struct AuthOutbox(saas_auth::Auth);
+
+#[async_trait::async_trait]
+impl saas_billing::Outbox for AuthOutbox {
+    async fn enqueue(
+        &self,
+        tx: &mut saas_core::db::Tx,
+        to: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), saas_billing::BillingError> {
+        self.0
+            .enqueue_mail(tx, to, subject, body)
+            .await
+            .map_err(|e| match e {
+                saas_auth::AuthError::Core(c) => saas_billing::BillingError::Core(c),
+                other => saas_billing::BillingError::Provider {
+                    provider: "mail outbox".into(),
+                    message: other.to_string(),
+                },
+            })
     }
 }

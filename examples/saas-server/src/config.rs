@@ -82,6 +82,14 @@ pub struct Config {
     pub password_memory_kib: u32,
     /// argon2id iterations.
     pub password_iterations: u32,
+    /// The seller on invoices (`SAAS_SELLER_NAME`, `SAAS_SELLER_ADDRESS`,
+    /// `SAAS_SELLER_TAX_ID`, `SAAS_SELLER_EMAIL`).
+    pub seller: saas_billing::Party,
+    /// The payment provider (`SAAS_PAYMENT_PROVIDER`: `manual`, the
+    /// default, or `simulated_card` for demos, whose webhooks are signed with
+    /// `SAAS_WEBHOOK_SECRET`, hex). Embedders set their own adapter here.
+    #[serde(skip)]
+    pub payment_provider: Option<std::sync::Arc<dyn saas_billing::payment::PaymentProvider>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -124,6 +132,13 @@ impl Default for Config {
             password_min_length: 8,
             password_memory_kib: 19_456,
             password_iterations: 2,
+            seller: saas_billing::Party {
+                name: "SaaS Reference Server".into(),
+                address: None,
+                tax_id: None,
+                email: None,
+            },
+            payment_provider: None,
         }
     }
 }
@@ -174,6 +189,43 @@ impl Config {
                 name: "SAAS_BIND",
                 message: "expected host:port, e.g. 127.0.0.1:8080".into(),
             })?;
+        }
+        if let Some(v) = env("SAAS_SELLER_NAME") {
+            cfg.seller.name = v;
+        }
+        if let Some(v) = env("SAAS_SELLER_ADDRESS") {
+            cfg.seller.address = Some(v.replace("\\n", "\n"));
+        }
+        if let Some(v) = env("SAAS_SELLER_TAX_ID") {
+            cfg.seller.tax_id = Some(v);
+        }
+        if let Some(v) = env("SAAS_SELLER_EMAIL") {
+            cfg.seller.email = Some(v);
+        }
+        if let Some(v) = env("SAAS_PAYMENT_PROVIDER") {
+            cfg.payment_provider = match v.as_str() {
+                "manual" => None,
+                "simulated_card" => {
+                    let secret =
+                        match env("SAAS_WEBHOOK_SECRET") {
+                            Some(hex) => saas_billing::payment::WebhookSecret::from_hex(&hex)
+                                .map_err(|_| ConfigError::Env {
+                                    name: "SAAS_WEBHOOK_SECRET",
+                                    message: "expected 16 to 64 bytes as hex".into(),
+                                })?,
+                            None => saas_billing::payment::WebhookSecret::generate(),
+                        };
+                    Some(std::sync::Arc::new(
+                        saas_billing::payment::SimulatedCardProvider::new(secret),
+                    ))
+                }
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "SAAS_PAYMENT_PROVIDER",
+                        message: "expected manual or simulated_card".into(),
+                    });
+                }
+            };
         }
         if let Some(v) = env("SAAS_DATA_DIR") {
             cfg.data_dir = PathBuf::from(v);

@@ -147,7 +147,8 @@ pub fn worker(state: &AppState) -> Result<Worker, ServerError> {
     Ok(
         Worker::new(JobStore::new(db.clone()), WorkerConfig::default())
             .register(Arc::new(TenantPurgeHandler::new(db.clone())))
-            .register(Arc::new(MailJob::new(db.clone(), mailer))),
+            .register(Arc::new(MailJob::new(db.clone(), mailer)))
+            .register_all(state.billing().jobs()),
     )
 }
 

@@ -216,6 +216,16 @@ impl From<saas_billing::BillingError> for ApiError {
                 err
             }
             E::Money(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "money_error", m),
+            E::WebhookSignature(m) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_webhook_signature",
+                format!("webhook signature rejected: {m}"),
+            ),
+            E::Provider { provider, .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "payment_provider_failed",
+                format!("the payment provider {provider} failed; retry later"),
+            ),
             E::NotFound { entity } => Self::not_found(entity),
             E::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
             other => {

@@ -513,6 +513,22 @@ impl Tx {
         })
     }
 
+    /// The PostgreSQL connection this transaction runs on, for the few
+    /// statements sea-query cannot express well (column arrays bound to
+    /// `UNNEST`, `COPY`); `None` on SQLite.
+    ///
+    /// What runs on it is part of this transaction: it commits or rolls back
+    /// with it, `saas.tenant_id` (or the platform flag) stays set and
+    /// row-level security still applies. The caller owns the tenant filter
+    /// of its SQL, as with [`Db::postgres_pool`]; do not end the transaction
+    /// through it (use [`Tx::commit`] or [`Tx::rollback`]).
+    pub fn postgres_conn(&mut self) -> Option<&mut sqlx::PgConnection> {
+        match &mut self.conn {
+            TxConn::Postgres(tx) => Some(&mut **tx),
+            TxConn::Sqlite(_) => None,
+        }
+    }
+
     /// Reports a change to the installed [`ChangeRecorder`](crate::change::ChangeRecorder),
     /// inside this transaction (a no-op when none is installed).
     pub async fn record_change(

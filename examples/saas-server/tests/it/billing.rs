@@ -139,3 +139,265 @@ both_backends! {
         assert_eq!(per_ws.body["metrics"][0]["value"], "2");
     }
 }
+
+fn at(y: i32, m: u32, d: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn a_subscription_lives_through_invoices_payments_and_cancellation_over_http(t) {
+        let h = Harness::new(t).await;
+        h.t.clock.set(at(2026, 11, 16));
+        let tenant = h.tenant("acme").await;
+        h.member(&tenant, "bill@example.com", "billing_admin").await;
+        let bill = s(&h.login(&tenant, "bill@example.com").await, "access_token");
+        let call = |bill: &String, m: Method, p: String, b: Option<serde_json::Value>| {
+            let (h, bill, tenant) = (&h, bill.clone(), &tenant);
+            async move { h.call_as(Some(&bill), m, &p, Some(tenant), b).await }
+        };
+        let r = call(&bill, Method::PUT, "/api/billing/account".to_owned(), Some(json!({"legal_name": "Acme GmbH", "email": "ap@acme.example", "address": "2 Side St\nHamburg", "tax_rate": "19", "po_number": "PO-7"}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let plans = call(&bill, Method::GET, "/api/plans".to_owned(), None).await;
+        assert!(plans.body.as_array().unwrap().iter().any(|p| p["code"] == "department"));
+        // Department: 499 + 3 seats x 9, calendar months; half of November is billed.
+        let r = call(&bill, Method::POST, "/api/subscriptions".to_owned(), Some(json!({"plan": "department", "seats": 3}))).await;
+        assert_eq!((r.status, &r.body["status"]), (StatusCode::CREATED, &json!("active")), "{}", r.body);
+        let sub = s(&r.body, "id");
+        let ent = h.call(Method::GET, "/api/entitlements", Some(&tenant), None).await;
+        assert_eq!(ent.body["tier"], "department", "the Authorizer sees the plan at once: {}", ent.body);
+        let list = call(&bill, Method::GET, "/api/invoices".to_owned(), None).await;
+        let first = &list.body[0];
+        assert_eq!((first["number"].as_str(), first["subtotal"].as_i64(), first["tax"].as_i64(), first["total"].as_i64()), (Some("INV-000001"), Some(26300), Some(4997), Some(31297)), "{}", list.body);
+        assert_eq!(first["buyer"]["name"], "Acme GmbH");
+        assert_eq!(first["po_number"], "PO-7");
+        assert_eq!(h.mail_count("ap@acme.example").await, 1, "the invoice is mailed through the outbox");
+        // Two more seats at once: a prorated invoice.
+        let r = call(&bill, Method::POST, format!("/api/subscriptions/{sub}/plan"), Some(json!({"plan": "department", "seats": 5}))).await;
+        assert_eq!((r.status, &r.body["effective"]), (StatusCode::OK, &json!("now")), "{}", r.body);
+        assert_eq!(r.body["document"]["reason"], "plan_change");
+        // Another anchor is a clear refusal.
+        call(&bill, Method::POST, format!("/api/subscriptions/{sub}/plan"), Some(json!({"plan": "enterprise"}))).await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        // Usage in November, then the period closes through the run and the worker.
+        for i in 0..10 {
+            h.call(Method::POST, "/api/usage", Some(&tenant), Some(json!({"transaction_id": format!("ai-{i}"), "code": "ai_requests"}))).await;
+        }
+        h.t.clock.set(at(2026, 12, 1) + chrono::Duration::seconds(1));
+        let r = h.call(Method::POST, "/api/platform/billing/run", None, None).await;
+        assert_eq!((r.status, &r.body["enqueued"]), (StatusCode::OK, &json!(1)), "{}", r.body);
+        h.worker().run_once().await.unwrap();
+        // Access tokens are short-lived: sign in again after the clock moved.
+        let bill = s(&h.login(&tenant, "bill@example.com").await, "access_token");
+        let list = call(&bill, Method::GET, "/api/invoices".to_owned(), None).await;
+        let period = list.body.as_array().unwrap().iter().find(|i| i["reason"] == "period").expect("the period was invoiced");
+        assert_eq!(period["number"], "INV-000003");
+        let id = s(period, "id");
+        let full = call(&bill, Method::GET, format!("/api/invoices/{id}"), None).await;
+        assert_eq!(full.status, StatusCode::OK, "{}", full.body);
+        let codes: Vec<&str> = full.body["lines"].as_array().unwrap().iter().map(|l| l["charge_code"].as_str().unwrap()).collect();
+        assert_eq!(codes, ["ai_requests", "platform", "seats"], "{}", full.body);
+        // The operator records the bank transfer; a second time is refused.
+        let paid = h.call(Method::POST, &format!("/api/tenants/{tenant}/invoices/{id}/mark-paid"), None, Some(json!({"reference": "SEPA 2026-12-04"}))).await;
+        assert_eq!((paid.status, &paid.body["status"]), (StatusCode::OK, &json!("paid")), "{}", paid.body);
+        h.call(Method::POST, &format!("/api/tenants/{tenant}/invoices/{id}/mark-paid"), None, Some(json!({"reference": "again"}))).await
+            .assert_problem(StatusCode::CONFLICT, "invalid_invoice_state");
+        // A credit note on the paid invoice becomes prepaid credit.
+        let note = h.call(Method::POST, &format!("/api/tenants/{tenant}/invoices/{id}/credit-notes"), None, Some(json!({"amount": 1000, "reason": "outage"}))).await;
+        assert_eq!((note.status, &note.body["number"]), (StatusCode::CREATED, &json!("CN-000001")), "{}", note.body);
+        // Void the first invoice; cancel at the period end.
+        let first_id = list.body.as_array().unwrap().iter().find(|i| i["number"] == "INV-000001").unwrap()["id"].as_str().unwrap().to_owned();
+        let r = h.call(Method::POST, &format!("/api/tenants/{tenant}/invoices/{first_id}/void"), None, Some(json!({"reason": "wrong buyer"}))).await;
+        assert_eq!(r.body["status"], "void", "{}", r.body);
+        let r = call(&bill, Method::POST, format!("/api/subscriptions/{sub}/cancel"), None).await;
+        assert_eq!((r.status, &r.body["cancel_at_period_end"]), (StatusCode::OK, &json!(true)), "{}", r.body);
+        call(&bill, Method::POST, format!("/api/subscriptions/{sub}/resume"), None).await
+            .assert_problem(StatusCode::CONFLICT, "invalid_transition");
+        // The trail shows each step.
+        let log = h.call(Method::GET, "/api/audit-logs?limit=500", Some(&tenant), None).await.body.to_string();
+        for a in ["billing.account.update", "billing.subscription.create", "billing.invoice.issue", "billing.subscription.change_plan", "billing.period.close", "billing.invoice.mark_paid", "billing.credit_note.issue", "billing.invoice.void", "billing.subscription.cancel"] {
+            assert!(log.contains(a), "{a} missing");
+        }
+    }
+
+    async fn only_owners_and_billing_admins_see_or_manage_billing(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        for (email, role) in [("o@example.com", "owner"), ("a@example.com", "admin"), ("m@example.com", "member"), ("b@example.com", "billing_admin")] {
+            h.member(&tenant, email, role).await;
+        }
+        let mut tokens = Vec::new();
+        for e in ["o@example.com", "a@example.com", "m@example.com", "b@example.com"] {
+            tokens.push(s(&h.login(&tenant, e).await, "access_token"));
+        }
+        let [owner, admin, member, bill] = <[String; 4]>::try_from(tokens).unwrap();
+        for who in [&admin, &member] {
+            for path in ["/api/invoices", "/api/subscriptions", "/api/billing/account"] {
+                h.call_as(Some(who), Method::GET, path, Some(&tenant), None).await
+                    .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+            }
+            h.call_as(Some(who), Method::POST, "/api/subscriptions", Some(&tenant), Some(json!({"plan": "team"}))).await
+                .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        }
+        for who in [&owner, &bill] {
+            let r = h.call_as(Some(who), Method::GET, "/api/invoices", Some(&tenant), None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+        // Everyone in the organization may see the plans.
+        let r = h.call_as(Some(&member), Method::GET, "/api/plans", Some(&tenant), None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        // Bad input is a clear problem.
+        let r = h.call_as(Some(&owner), Method::POST, "/api/subscriptions", Some(&tenant), Some(json!({"plan": "nope"}))).await;
+        r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(r.body["field"], "plan");
+        let r = h.call_as(Some(&owner), Method::POST, "/api/subscriptions", Some(&tenant), Some(json!({"plan": "team", "seats": 11}))).await;
+        assert_eq!(r.body["field"], "seats", "{}", r.body);
+        let r = h.call_as(Some(&owner), Method::PUT, "/api/billing/account", Some(&tenant), Some(json!({"legal_name": "Acme", "tax_rate": "150"}))).await;
+        assert_eq!(r.body["field"], "tax_rate", "{}", r.body);
+        h.call_as(Some(&owner), Method::GET, "/api/invoices/not-an-id", Some(&tenant), None).await
+            .assert_problem(StatusCode::BAD_REQUEST, "invalid_id");
+        h.call_as(Some(&owner), Method::POST, &format!("/api/subscriptions/{}/cancel", uuid::Uuid::now_v7()), Some(&tenant), Some(json!({"immediately": "yes"}))).await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    }
+
+    async fn tenants_reach_no_other_tenants_subscriptions_or_invoices(t) {
+        let h = Harness::new(t).await;
+        let a = h.tenant("acme").await;
+        let b = h.tenant("bravo").await;
+        let r = h.call(Method::POST, "/api/subscriptions", Some(&a), Some(json!({"plan": "department"}))).await;
+        let sub = s(&r.body, "id");
+        let inv = s(&h.call(Method::GET, "/api/invoices", Some(&a), None).await.body[0], "id");
+        h.member(&b, "bo@example.com", "owner").await;
+        let bo = s(&h.login(&b, "bo@example.com").await, "access_token");
+        for (m, path, body) in [
+            (Method::GET, format!("/api/invoices/{inv}"), None),
+            (Method::POST, format!("/api/subscriptions/{sub}/cancel"), None),
+            (Method::POST, format!("/api/subscriptions/{sub}/pause"), None),
+            (Method::POST, format!("/api/subscriptions/{sub}/plan"), Some(json!({"plan": "team"}))),
+        ] {
+            h.call_as(Some(&bo), m, &path, Some(&b), body).await
+                .assert_problem(StatusCode::NOT_FOUND, "not_found");
+        }
+        assert_eq!(h.call_as(Some(&bo), Method::GET, "/api/invoices", Some(&b), None).await.body, json!([]));
+        assert_eq!(h.call_as(Some(&bo), Method::GET, "/api/subscriptions", Some(&b), None).await.body, json!([]));
+        // An operator naming the wrong tenant reaches nothing either.
+        h.call(Method::POST, &format!("/api/tenants/{b}/invoices/{inv}/mark-paid"), None, Some(json!({"reference": "x"}))).await
+            .assert_problem(StatusCode::NOT_FOUND, "not_found");
+        h.call(Method::POST, &format!("/api/tenants/{b}/invoices/{inv}/void"), None, Some(json!({"reason": "x"}))).await
+            .assert_problem(StatusCode::NOT_FOUND, "not_found");
+        let still = h.call(Method::GET, &format!("/api/invoices/{inv}"), Some(&a), None).await;
+        assert_eq!(still.body["status"], "finalized");
+    }
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn a_declined_card_suspends_the_tenant_naming_the_invoice_and_a_signed_webhook_reactivates_it(t) {
+        use saas_billing::payment::{Scripted, SimulatedCardProvider, WebhookEvent, WebhookKind, WebhookSecret};
+        let card = std::sync::Arc::new(SimulatedCardProvider::new(WebhookSecret::generate()));
+        card.script((0..4).map(|_| Scripted::decline("card_declined")));
+        let h = Harness::with_config(t, saas_server::Config { payment_provider: Some(card.clone()), ..crate::test_config() }).await;
+        h.t.clock.set(at(2026, 11, 1));
+        let tenant = h.tenant("acme").await;
+        h.member(&tenant, "bill@example.com", "billing_admin").await;
+        let r = h.call(Method::POST, "/api/subscriptions", Some(&tenant), Some(json!({"plan": "individual"}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        // The trial ends on day 14; the first charge is declined, dunning runs 14 more days.
+        for day in [15, 16, 18, 22, 29] {
+            h.t.clock.set(at(2026, 11, 1) + chrono::Duration::days(day));
+            h.call(Method::POST, "/api/platform/billing/run", None, None).await;
+            let w = h.worker();
+            while w.run_once().await.unwrap() > 0 {}
+        }
+        let r = h.call(Method::GET, "/api/invoices", Some(&tenant), None).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "tenant_suspended");
+        assert!(r.body["detail"].as_str().unwrap().contains("INV-000001"), "{}", r.body);
+        // The operator sees it; the card payment arrives as a signed webhook.
+        let inv = h.t.inspector().await.row_texts("billing_invoices").await;
+        assert_eq!(inv.len(), 1);
+        let p = h.t.platform();
+        let tid: saas_core::TenantId = tenant.parse().unwrap();
+        let ctx = p.act_in(tid);
+        let invoice = h.state.billing().invoices(&ctx).await.unwrap().remove(0);
+        let event = WebhookEvent {
+            id: "evt_42".into(),
+            kind: WebhookKind::PaymentSucceeded,
+            tenant_id: tid.as_uuid(),
+            invoice_id: invoice.id.as_uuid(),
+            amount: saas_billing::money::Money { amount: invoice.amount_due, currency: invoice.currency },
+            reference: "sim_ch_ok".into(),
+            failure_code: None,
+            occurred_at: saas_core::clock::Clock::now(&h.t.clock),
+        };
+        let (headers, body) = card.webhook_for(&event, saas_core::clock::Clock::now(&h.t.clock));
+        let send = |body: Vec<u8>| {
+            let mut req = Request::builder().method(Method::POST).uri("/api/billing/webhooks/simulated_card").header("content-type", "application/json");
+            for (k, v) in headers.iter() {
+                req = req.header(k, v);
+            }
+            req.body(Body::from(body)).unwrap()
+        };
+        let r = h.send(send(body.clone())).await;
+        assert_eq!((r.status, &r.body["result"]), (StatusCode::OK, &json!("processed")), "{}", r.body);
+        let r = h.send(send(body.clone())).await;
+        assert_eq!(r.body["result"], "duplicate", "a replay has no second effect");
+        let mut forged = body.clone();
+        forged.extend_from_slice(b"  ");
+        h.send(send(forged)).await.assert_problem(StatusCode::BAD_REQUEST, "invalid_webhook_signature");
+        // Reactivated: the billing admin reads the paid invoice.
+        let bill = s(&h.login(&tenant, "bill@example.com").await, "access_token");
+        let r = h.call_as(Some(&bill), Method::GET, "/api/invoices", Some(&tenant), None).await;
+        assert_eq!((r.status, &r.body[0]["status"]), (StatusCode::OK, &json!("paid")), "{}", r.body);
+        let log = h.call(Method::GET, "/api/audit-logs?limit=500", Some(&tenant), None).await.body.to_string();
+        for a in ["billing.subscription.trial_end", "billing.payment.failed", "billing.subscription.past_due", "billing.dunning.step", "billing.dunning.suspend", "billing.payment.succeeded", "billing.dunning.reactivate"] {
+            assert!(log.contains(a), "{a} missing");
+        }
+    }
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn an_invoice_renders_as_json_html_and_pdf_by_suffix_or_accept(t) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        h.call(Method::PUT, "/api/billing/account", Some(&tenant), Some(json!({"legal_name": "<b>Acme</b> & Co", "tax_rate": "7.5"}))).await;
+        h.call(Method::POST, "/api/subscriptions", Some(&tenant), Some(json!({"plan": "department"}))).await;
+        let id = s(&h.call(Method::GET, "/api/invoices", Some(&tenant), None).await.body[0], "id");
+        let get = |path: String, accept: Option<&'static str>| {
+            let mut req = Request::builder().uri(path).header("authorization", format!("Bearer {}", h.token)).header("x-tenant-id", &tenant);
+            if let Some(a) = accept {
+                req = req.header("accept", a);
+            }
+            let app = h.app.clone();
+            async move {
+                let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+                let status = res.status();
+                let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+                (status, ct, res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            }
+        };
+        let (st, ct, body) = get(format!("/api/invoices/{id}.pdf"), None).await;
+        assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/pdf"));
+        assert!(body.starts_with(b"%PDF-"));
+        let (st, ct, body) = get(format!("/api/invoices/{id}"), Some("text/html")).await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(ct.starts_with("text/html"), "{ct}");
+        let html = String::from_utf8(body).unwrap();
+        assert!(html.contains("INV-000001") && html.contains("&lt;b&gt;Acme&lt;/b&gt; &amp; Co"), "the buyer is escaped");
+        let (st, ct, _) = get(format!("/api/invoices/{id}"), Some("application/pdf")).await;
+        assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/pdf"));
+        let (st, ct, body) = get(format!("/api/invoices/{id}.json"), None).await;
+        assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/json"));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["number"], "INV-000001");
+        let (st, _, _) = get(format!("/api/invoices/{id}"), Some("image/png")).await;
+        assert_eq!(st, StatusCode::NOT_ACCEPTABLE);
+        let (st, _, _) = get(format!("/api/invoices/{id}.docx"), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+    }
+}

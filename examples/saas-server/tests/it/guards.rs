@@ -31,6 +31,7 @@ const PUBLIC: &[&str] = &[
     "/api/auth/password/reset",
     "/api/auth/verify-email",
     "/api/auth/invitations/accept",
+    "/api/billing/webhooks/{provider}",
 ];
 
 both_backends! {
@@ -54,7 +55,9 @@ both_backends! {
                 .replace("{user_id}", &uuid::Uuid::now_v7().to_string())
                 .replace("{level}", "org")
                 .replace("{name}", "x")
-                .replace("{grant}", &uuid::Uuid::now_v7().to_string());
+                .replace("{grant}", &uuid::Uuid::now_v7().to_string())
+                .replace("{tenant}", &tenant)
+                .replace("{provider}", "manual");
             assert!(!path.contains('{'), "unfilled parameter in {}", spec.path);
             let body = matches!(spec.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE).then(|| json!({}));
             match spec.guard {
