@@ -164,6 +164,9 @@ pub struct AuditQuery {
     pub actor_id: Option<String>,
     /// Exact action.
     pub action: Option<String>,
+    /// Actions starting with this prefix (e.g. `billing.`).
+    #[serde(default)]
+    pub action_prefix: Option<String>,
     /// Target kind.
     pub target_kind: Option<String>,
     /// Target id.
@@ -395,6 +398,14 @@ impl AuditLog {
         }
         if let Some(v) = &q.action {
             sel.and_where(Expr::col("action").eq(v.as_str()));
+        }
+        if let Some(v) = &q.action_prefix {
+            // Actions are dotted lower-case names: drop LIKE's wildcards.
+            let prefix: String = v
+                .chars()
+                .filter(|c| *c != '%' && *c != '_' && *c != '\\')
+                .collect();
+            sel.and_where(Expr::col("action").like(format!("{prefix}%")));
         }
         if let Some(v) = &q.target_kind {
             sel.and_where(Expr::col("target_kind").eq(v.as_str()));

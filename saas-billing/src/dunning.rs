@@ -229,17 +229,23 @@ impl Billing {
         }
         let now = tx.now();
         if let Some(mut sub) = live_in(tx, ctx.tenant(), true).await?
-            && matches!(sub.status, S::Active | S::Incomplete)
+            && sub.status == S::Active
         {
             let was = sub.status;
-            sub.status = S::PastDue;
+            // The first invoice unpaid: the subscription never became paid up.
+            let first = inv.reason == "subscription_start";
+            sub.status = if first { S::Incomplete } else { S::PastDue };
             sub.past_due_since = Some(now);
             sub.updated_at = now;
             crate::billing::update_subscription(tx, ctx.tenant(), &sub).await?;
             self.audit(
                 tx,
                 ctx,
-                "billing.subscription.past_due",
+                if first {
+                    "billing.subscription.incomplete"
+                } else {
+                    "billing.subscription.past_due"
+                },
                 Target::new("subscription", sub.id),
                 serde_json::json!({"from": was.as_str(), "invoice": inv.number}),
             )

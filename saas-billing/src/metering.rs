@@ -1028,6 +1028,8 @@ async fn insert_events_postgres(
 }
 
 type Stored = (String, Vec<u8>, DateTime<Utc>, bool);
+/// A stored event as PostgreSQL returns it: its key, then [`Stored`].
+type StoredRow = (Uuid, String, Vec<u8>, DateTime<Utc>, bool);
 
 async fn existing_events(
     tx: &mut Tx,
@@ -1045,7 +1047,7 @@ async fn existing_events(
         return Ok(HashMap::new());
     }
     if let Some(conn) = tx.postgres_conn() {
-        let rows: Vec<(Uuid, String, Vec<u8>, DateTime<Utc>, bool)> = sqlx::query_as(
+        let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT key, transaction_id, fingerprint, period_start, late FROM billing_events \
              WHERE tenant_id = $1 AND key = ANY($2)",
         )

@@ -123,10 +123,7 @@ async fn found(tx: &mut Tx, tenant: TenantId, keys: &[String]) -> Result<Found, 
         f.events.push((r.get("transaction_id")?, r.get("subject")?));
     }
     for key in keys {
-        let pattern = format!(
-            "%{}%",
-            key.replace(['\\', '%'], "").replace('_', "\\_")
-        );
+        let pattern = format!("%{}%", key.replace(['\\', '%'], "").replace('_', "\\_"));
         for r in tx
             .fetch_all(
                 Query::select()

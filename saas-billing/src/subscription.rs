@@ -12,8 +12,9 @@
 //!                        canceled ◄── cancel (now, or at period end) ─┘
 //! ```
 //!
-//! `incomplete` is a subscription whose first payment through a card
-//! provider failed; paying its invoice makes it active. Every transition is a
+//! `incomplete` is a subscription whose first invoice (at the start, or when
+//! the trial ends) was not paid: its payment failed or it went overdue.
+//! Dunning runs as for `past_due`; paying the invoice makes it active. Every transition is a
 //! named method of [`crate::Billing`] that checks the current status against
 //! the statuses it may leave from (one check shared by every transition), and is audited in its own
 //! transaction.

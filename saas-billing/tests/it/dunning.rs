@@ -84,7 +84,7 @@ saas_test_support::both_backends! {
         b.subscribe(&a, NewSubscription { plan: "basic".into(), version: Some(1), seats: None }).await.unwrap();
         drain(&t, &b).await;
         let sub = b.subscription(&a).await.unwrap().unwrap();
-        assert_eq!(sub.status, SubscriptionStatus::PastDue, "a declined charge makes it past due");
+        assert_eq!(sub.status, SubscriptionStatus::Incomplete, "a declined first charge leaves it incomplete");
         let inv = b.invoices(&a).await.unwrap().remove(0);
         // Day 1, 3 and 7: retries (declined) and reminders; day 14: suspension.
         for day in [1, 3, 7, 14] {
@@ -125,7 +125,7 @@ saas_test_support::both_backends! {
         assert_eq!(b.handle_webhook("simulated_card", &headers, &body, now + Duration::minutes(10)).await.unwrap_err().code(), "invalid_webhook_signature");
         assert!(matches!(b.handle_webhook("stripe", &headers, &body, now).await, Err(BillingError::NotFound { .. })));
         let actions = trail(&t, &a).await;
-        for a in ["billing.payment.failed", "billing.subscription.past_due", "billing.dunning.start", "billing.dunning.step", "billing.dunning.suspend", "billing.payment.succeeded", "billing.subscription.reactivate", "billing.dunning.reactivate"] {
+        for a in ["billing.payment.failed", "billing.subscription.incomplete", "billing.dunning.start", "billing.dunning.step", "billing.dunning.suspend", "billing.payment.succeeded", "billing.subscription.reactivate", "billing.dunning.reactivate"] {
             assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
         }
         assert_eq!(actions.iter().filter(|x| *x == "billing.dunning.step").count(), 5);
@@ -148,7 +148,7 @@ saas_test_support::both_backends! {
         w.run_once().await.unwrap();
         let listed = b.invoice(&a, inv.id).await.unwrap();
         assert!(listed.overdue);
-        assert_eq!(b.subscription(&a).await.unwrap().unwrap().status, SubscriptionStatus::PastDue);
+        assert_eq!(b.subscription(&a).await.unwrap().unwrap().status, SubscriptionStatus::Incomplete, "its first invoice is overdue");
         b.mark_paid(&a, inv.id, "SEPA ref 42").await.unwrap();
         assert_eq!(b.subscription(&a).await.unwrap().unwrap().status, SubscriptionStatus::Active);
         // Later dunning steps find it paid and do nothing.

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use saas_audit::{AuditLog, AuditQuery, CheckpointSigner};
+use saas_billing::plan::PlanCatalogue;
 use saas_billing::{
-    BillingError, DocumentKind, InvoiceStatus, NewCreditNote, NewSubscription, PlanChange,
-    SubscriptionStatus, UsageEvent,
+    Billing, BillingError, DocumentKind, InvoiceStatus, NewCreditNote, NewSubscription, Party,
+    PlanChange, SubscriptionStatus, UsageEvent,
 };
 use saas_core::TenantContext;
 use saas_core::jobs::{JobStore, Worker, WorkerConfig};
@@ -303,5 +304,41 @@ saas_test_support::both_backends! {
             assert!(matches!(err, BillingError::NotFound { .. }), "{err:?}");
         }
         assert_eq!(b.invoice(&a, inv.id).await.unwrap().status, InvoiceStatus::Finalized);
+    }
+
+    async fn an_immediate_downgrade_credits_the_unused_time_and_subscribers_migrate_versions(t) {
+        let (a, bt) = t.two_tenants().await;
+        let b = Billing::new(
+            t.db.clone(),
+            AuditLog::new(t.db.clone(), CheckpointSigner::random("test")),
+            PlanCatalogue::default_catalogue().unwrap(),
+            meter(&t),
+            Party { name: "Seller".into(), ..Party::default() },
+        );
+        t.clock.set(at(2026, 11, 1));
+        let s = b.subscribe(&a, sub("department", None, 3)).await.unwrap();
+        // Department (499 + 3 x 9 = 526) downgrades at once (its plan says so) to
+        // Team (3 x 12 = 36) halfway: credit 263, charge 18, a credit note of 245.
+        t.clock.set(at(2026, 11, 16));
+        let r = b.change_plan(&a, s.id, PlanChange { plan: "team".into(), version: None, seats: None }).await.unwrap();
+        assert_eq!(r.effective, "now");
+        let doc = r.document.unwrap();
+        assert_eq!((doc.kind, doc.number.as_deref(), doc.total), (DocumentKind::CreditNote, Some("CN-000001"), -24500));
+        assert_eq!(b.credit_balance(&a, "EUR".parse().unwrap()).await.unwrap(), 24500);
+        assert_eq!(tier(&t, &a).await, Tier::Team);
+        // The credit pays the next invoice first.
+        t.clock.set(at(2026, 12, 1) + Duration::seconds(1));
+        let next = b.advance(&a, s.id).await.unwrap().documents[0];
+        let inv = b.invoice(&a, next).await.unwrap();
+        assert_eq!((inv.subtotal, inv.credits_applied, inv.total), (3600, 3600, 0));
+        assert_eq!(inv.status, InvoiceStatus::Paid);
+        assert_eq!(b.credit_balance(&a, "EUR".parse().unwrap()).await.unwrap(), 20900);
+        // Another tenant on basic v1 keeps v1 until migrated to v2.
+        let billing_v = billing(&t);
+        t.clock.set(at(2026, 11, 1));
+        let s = billing_v.subscribe(&bt, sub("basic", Some(1), 1)).await.unwrap();
+        assert_eq!(s.plan.version, 1);
+        let r = billing_v.change_plan(&bt, s.id, PlanChange { plan: "basic".into(), version: Some(2), seats: None }).await.unwrap();
+        assert_eq!((r.subscription.plan.version, r.effective), (2, "now"));
     }
 }

@@ -8,6 +8,7 @@
     reason = "test helpers fail the test loudly"
 )]
 
+mod cross_tenant;
 mod dunning;
 mod lifecycle;
 mod metering;

@@ -67,6 +67,11 @@ pub(crate) fn router(state: AppState) -> Api {
             Guard::Tenant("billing.manage"),
             resume,
         )
+        .get(
+            "/api/billing/activity",
+            Guard::Tenant("billing.read"),
+            activity,
+        )
         .get("/api/invoices", Guard::Tenant("billing.read"), invoices)
         .get("/api/invoices/{id}", Guard::Tenant("billing.read"), invoice)
         .route_layer(|r| r.route_layer(middleware::from_fn_with_state(state, tenant_scope)))
@@ -430,4 +435,28 @@ async fn webhook(
         .handle_webhook(&provider, &h, &body, now)
         .await?;
     Ok(Json(serde_json::json!({"result": result})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivityQuery {
+    before_seq: Option<i64>,
+    limit: Option<u64>,
+}
+
+/// Billing's part of the audit trail (subscription changes, invoices,
+/// payments, every dunning step), for the people who hold billing.read
+/// without audit.read (billing admins).
+async fn activity(
+    State(s): State<AppState>,
+    Tenant(ctx): Tenant,
+    ApiQuery(q): ApiQuery<ActivityQuery>,
+) -> Result<Json<saas_audit::AuditPage>, ApiError> {
+    let query = saas_audit::AuditQuery {
+        action_prefix: Some("billing.".into()),
+        before_seq: q.before_seq,
+        limit: q.limit,
+        ..saas_audit::AuditQuery::default()
+    };
+    Ok(Json(s.audit().query(&ctx, &query).await?))
 }

@@ -352,7 +352,7 @@ both_backends! {
         let r = h.call_as(Some(&bill), Method::GET, "/api/invoices", Some(&tenant), None).await;
         assert_eq!((r.status, &r.body[0]["status"]), (StatusCode::OK, &json!("paid")), "{}", r.body);
         let log = h.call(Method::GET, "/api/audit-logs?limit=500", Some(&tenant), None).await.body.to_string();
-        for a in ["billing.subscription.trial_end", "billing.payment.failed", "billing.subscription.past_due", "billing.dunning.step", "billing.dunning.suspend", "billing.payment.succeeded", "billing.dunning.reactivate"] {
+        for a in ["billing.subscription.trial_end", "billing.payment.failed", "billing.subscription.incomplete", "billing.dunning.step", "billing.dunning.suspend", "billing.payment.succeeded", "billing.dunning.reactivate"] {
             assert!(log.contains(a), "{a} missing");
         }
     }
@@ -399,5 +399,112 @@ both_backends! {
         assert_eq!(st, StatusCode::NOT_ACCEPTABLE);
         let (st, _, _) = get(format!("/api/invoices/{id}.docx"), None).await;
         assert_eq!(st, StatusCode::NOT_FOUND);
+    }
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn the_whole_subscription_lifecycle_runs_on_the_fake_clock_with_its_audit_trail(t) {
+        use saas_billing::payment::{Scripted, SimulatedCardProvider, WebhookEvent, WebhookKind, WebhookSecret};
+        let card = std::sync::Arc::new(SimulatedCardProvider::new(WebhookSecret::generate()));
+        let h = Harness::with_config(t, saas_server::Config { payment_provider: Some(card.clone()), ..crate::test_config() }).await;
+        h.t.clock.set(at(2026, 11, 1));
+        let tenant = h.tenant("acme").await;
+        let go = |day: chrono::DateTime<chrono::Utc>| {
+            h.t.clock.set(day);
+            async {
+                let r = h.call(Method::POST, "/api/platform/billing/run", None, None).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+                let w = h.worker();
+                while w.run_once().await.unwrap() > 0 {}
+            }
+        };
+        let trail = || async { h.call(Method::GET, "/api/audit-logs?limit=500", Some(&tenant), None).await.body.to_string() };
+        let has = |log: &str, actions: &[&str]| {
+            for a in actions {
+                assert!(log.contains(&format!("\"{a}\"")), "{a} missing at this step");
+            }
+        };
+        h.call(Method::PUT, "/api/billing/account", Some(&tenant), Some(json!({"legal_name": "Acme", "email": "ap@acme.example"}))).await;
+        // 1. Trial.
+        let r = h.call(Method::POST, "/api/subscriptions", Some(&tenant), Some(json!({"plan": "team", "seats": 3}))).await;
+        assert_eq!(r.body["status"], "trialing", "{}", r.body);
+        let sub = s(&r.body, "id");
+        has(&trail().await, &["billing.account.update", "billing.subscription.create"]);
+        // 2. The trial ends on 15 November: 16 of November's 30 days for 3 seats at 12, paid by card.
+        card.script([Scripted::Succeed, Scripted::Succeed]);
+        go(at(2026, 11, 16)).await;
+        let inv = h.call(Method::GET, "/api/invoices", Some(&tenant), None).await.body;
+        assert_eq!((&inv[0]["number"], &inv[0]["total"], &inv[0]["status"]), (&json!("INV-000001"), &json!(1920), &json!("paid")), "{inv}");
+        has(&trail().await, &["billing.subscription.trial_end", "billing.invoice.issue", "billing.payment.succeeded"]);
+        // 3. Upgrade mid-period to Department: prorated at once, the tier follows.
+        h.t.clock.set(at(2026, 11, 21));
+        let r = h.call(Method::POST, &format!("/api/subscriptions/{sub}/plan"), Some(&tenant), Some(json!({"plan": "department"}))).await;
+        assert_eq!((r.status, &r.body["effective"]), (StatusCode::OK, &json!("now")), "{}", r.body);
+        assert_eq!(h.call(Method::GET, "/api/entitlements", Some(&tenant), None).await.body["tier"], "department");
+        let w = h.worker();
+        while w.run_once().await.unwrap() > 0 {}
+        let inv = h.call(Method::GET, "/api/invoices", Some(&tenant), None).await.body;
+        assert_eq!((&inv[0]["number"], &inv[0]["reason"], &inv[0]["status"]), (&json!("INV-000002"), &json!("plan_change"), &json!("paid")), "{inv}");
+        has(&trail().await, &["billing.subscription.change_plan"]);
+        // 4. Usage.
+        let events: Vec<_> = (0..10).map(|i| json!({"transaction_id": format!("ai-{i}"), "code": "ai_requests"})).collect();
+        h.call(Method::POST, "/api/usage", Some(&tenant), Some(json!({"events": events}))).await;
+        // 5. The period closes; the card is declined: past due, dunning starts with a reminder.
+        card.script((0..4).map(|_| Scripted::decline("card_declined")));
+        go(at(2026, 12, 1) + chrono::Duration::minutes(1)).await;
+        let subs = h.call(Method::GET, "/api/subscriptions", Some(&tenant), None).await.body;
+        assert_eq!(subs[0]["status"], "past_due", "{subs}");
+        has(&trail().await, &["billing.period.close", "billing.payment.failed", "billing.subscription.past_due", "billing.dunning.start", "billing.dunning.step"]);
+        // 6. Retries and reminder mails on days 1, 3 and 7.
+        for d in [2, 4, 8] {
+            go(at(2026, 12, d) + chrono::Duration::minutes(2)).await;
+        }
+        let mails = h.state.auth().outbox_to(&h.t.platform(), "ap@acme.example").await.unwrap();
+        let reminders = mails.iter().filter(|m| m.subject.starts_with("Payment reminder")).count();
+        assert_eq!(reminders, 4, "{:?}", mails.iter().map(|m| &m.subject).collect::<Vec<_>>());
+        // 7. Day 14: suspended, and requests say which invoice is unpaid.
+        go(at(2026, 12, 15) + chrono::Duration::minutes(2)).await;
+        let r = h.call(Method::GET, "/api/invoices", Some(&tenant), None).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "tenant_suspended");
+        let unpaid = r.body["detail"].as_str().unwrap().to_owned();
+        assert!(unpaid.contains("INV-000003"), "{unpaid}");
+        // 8. The payment arrives by webhook: reactivated.
+        let tid: saas_core::TenantId = tenant.parse().unwrap();
+        let ctx = h.t.platform().act_in(tid);
+        let open = h.state.billing().invoices(&ctx).await.unwrap().into_iter().find(|i| i.number.as_deref() == Some("INV-000003")).unwrap();
+        let now = saas_core::clock::Clock::now(&h.t.clock);
+        let event = WebhookEvent { id: "evt_paid".into(), kind: WebhookKind::PaymentSucceeded, tenant_id: tid.as_uuid(), invoice_id: open.id.as_uuid(), amount: saas_billing::money::Money { amount: open.amount_due, currency: open.currency }, reference: "sim_ch_late".into(), failure_code: None, occurred_at: now };
+        let (headers, body) = card.webhook_for(&event, now);
+        let mut req = Request::builder().method(Method::POST).uri("/api/billing/webhooks/simulated_card");
+        for (k, v) in headers.iter() {
+            req = req.header(k, v);
+        }
+        let r = h.send(req.body(Body::from(body)).unwrap()).await;
+        assert_eq!(r.body["result"], "processed", "{}", r.body);
+        let subs = h.call(Method::GET, "/api/subscriptions", Some(&tenant), None).await;
+        assert_eq!((subs.status, &subs.body[0]["status"]), (StatusCode::OK, &json!("active")), "{}", subs.body);
+        has(&trail().await, &["billing.dunning.suspend", "billing.payment.succeeded", "billing.subscription.reactivate", "billing.dunning.reactivate"]);
+        // Billing admins follow every step without the audit permission.
+        h.member(&tenant, "bill@example.com", "billing_admin").await;
+        let bill = s(&h.login(&tenant, "bill@example.com").await, "access_token");
+        h.call_as(Some(&bill), Method::GET, "/api/audit-logs", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        let activity = h.call_as(Some(&bill), Method::GET, "/api/billing/activity?limit=500", Some(&tenant), None).await;
+        assert_eq!(activity.status, StatusCode::OK, "{}", activity.body);
+        let actions: Vec<&str> = activity.body["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+        assert!(actions.iter().all(|a| a.starts_with("billing.")), "{actions:?}");
+        for a in ["billing.dunning.step", "billing.dunning.suspend", "billing.payment.failed", "billing.dunning.reactivate"] {
+            assert!(actions.contains(&a), "{a}: {actions:?}");
+        }
+        // 9. Cancellation at the period end.
+        let r = h.call(Method::POST, &format!("/api/subscriptions/{sub}/cancel"), Some(&tenant), Some(json!({"immediately": false}))).await;
+        assert_eq!(r.body["cancel_at_period_end"], true, "{}", r.body);
+        go(at(2027, 1, 1) + chrono::Duration::minutes(1)).await;
+        assert_eq!(h.call(Method::GET, "/api/subscriptions", Some(&tenant), None).await.body, json!([]));
+        has(&trail().await, &["billing.subscription.cancel"]);
+        let r = h.call(Method::GET, "/api/entitlements", Some(&tenant), None).await;
+        assert_eq!(r.body["tier"], "individual", "{}", r.body);
     }
 }
