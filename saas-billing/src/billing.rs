@@ -823,21 +823,10 @@ impl Billing {
                 Some(p) => self.plan(&p.code, Some(p.version))?.clone(),
                 None => plan.clone(),
             };
-            let trial_covers_next =
-                sub.status == S::Trialing && sub.trial_end.is_some_and(|e| e >= next.end);
-            if !ends
-                && matches!(sub.status, S::Active | S::PastDue | S::Trialing)
-                && !trial_covers_next
-            {
-                if sub.status == S::Trialing {
-                    // The trial ends inside the next period: bill from then.
-                    sub.status = S::Active;
-                    out.trial_ended = true;
-                    let from = Ord::max(sub.trial_end.unwrap_or(next.start), next.start);
-                    lines.extend(fixed_lines(&next_plan, next, sub.seats, from)?);
-                } else {
-                    lines.extend(fixed_lines(&next_plan, next, sub.seats, next.start)?);
-                }
+            // Fixed fees of the next period, in advance. A trial still running
+            // bills nothing now: its end is billed when it comes (above).
+            if !ends && matches!(sub.status, S::Active | S::PastDue) {
+                lines.extend(fixed_lines(&next_plan, next, sub.seats, next.start)?);
             }
             tx.execute(
                 Query::insert()
@@ -1065,8 +1054,8 @@ impl Billing {
         ctx: &TenantContext,
         id: InvoiceId,
     ) -> Result<Invoice, BillingError> {
-        let mut tx = self.inner.db.begin(ctx).await?;
-        let inv = invoice::load_in(&mut tx, ctx.tenant(), id).await?;
+        let mut tx = self.inner.db.read(ctx).await?;
+        let inv = invoice::read_in(&mut tx, ctx.tenant(), id).await?;
         tx.commit().await?;
         Ok(inv)
     }
@@ -1364,7 +1353,7 @@ impl Billing {
             return Ok(());
         };
         if !matches!(sub.status, S::PastDue | S::Incomplete)
-            || unpaid_in(tx, ctx.tenant()).await? > 0
+            || in_dunning_in(tx, ctx.tenant()).await? > 0
         {
             return Ok(());
         }
@@ -1910,8 +1899,9 @@ async fn credited_count(
     Ok(rows.len())
 }
 
-/// How many invoices of the tenant are finalized and unpaid.
-pub(crate) async fn unpaid_in(tx: &mut Tx, tenant: TenantId) -> Result<usize, BillingError> {
+/// How many of the tenant's invoices are unpaid with dunning started (a
+/// finalized invoice still inside its terms does not hold a tenant back).
+pub(crate) async fn in_dunning_in(tx: &mut Tx, tenant: TenantId) -> Result<usize, BillingError> {
     let rows = tx
         .fetch_all(
             Query::select()
@@ -1919,7 +1909,8 @@ pub(crate) async fn unpaid_in(tx: &mut Tx, tenant: TenantId) -> Result<usize, Bi
                 .from(INVOICES)
                 .and_where(Expr::col("tenant_id").eq(tenant))
                 .and_where(Expr::col("kind").eq("invoice"))
-                .and_where(Expr::col("status").eq(InvoiceStatus::Finalized.as_str())),
+                .and_where(Expr::col("status").eq(InvoiceStatus::Finalized.as_str()))
+                .and_where(Expr::col("dunning_step").gt(0i32)),
         )
         .await?;
     Ok(rows.len())

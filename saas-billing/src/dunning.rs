@@ -22,7 +22,7 @@ use saas_core::tenant::TenantStatus;
 use saas_core::{InvoiceId, PlatformContext, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 
-use crate::billing::{Billing, live_in, unpaid_in};
+use crate::billing::{Billing, in_dunning_in, live_in};
 use crate::error::BillingError;
 use crate::invoice::{self, DocumentKind, INVOICES, Invoice, InvoiceStatus};
 use crate::money::{Money, minor_to_decimal};
@@ -170,7 +170,7 @@ impl Billing {
             ctx.tenant(),
             &inv,
             self.inner.provider.name(),
-            &outcome,
+            Payment::of(&outcome, request.amount.amount),
         )
         .await?;
         let mut suspended_for_us = false;
@@ -404,7 +404,7 @@ impl Billing {
             return Ok(());
         }
         let mut tx = self.inner.db.begin(ctx).await?;
-        let unpaid = unpaid_in(&mut tx, ctx.tenant()).await?;
+        let unpaid = in_dunning_in(&mut tx, ctx.tenant()).await?;
         if unpaid > 0 {
             return Ok(());
         }
@@ -439,6 +439,8 @@ impl Billing {
         let tenant = TenantId::from_uuid(event.tenant_id);
         let ctx = TenantContext::system(tenant, format!("{provider} webhook {}", event.id));
         let mut tx = self.inner.db.begin(&ctx).await?;
+        // A signed event naming no tenant of ours is bad input, not a fault.
+        saas_core::tenant::get_in(&mut tx, tenant).await?;
         let inserted = tx
             .execute(
                 Query::insert()
@@ -474,27 +476,28 @@ impl Billing {
                 "does not match the invoice",
             ));
         }
-        let outcome = match event.kind {
-            WebhookKind::PaymentSucceeded => PaymentOutcome::Succeeded {
-                reference: event.reference.clone(),
-            },
-            WebhookKind::PaymentFailed => PaymentOutcome::Failed {
-                code: event
-                    .failure_code
-                    .clone()
-                    .unwrap_or_else(|| "payment_failed".into()),
-                message: "reported by webhook".into(),
-                retryable: true,
-            },
-            WebhookKind::RefundSucceeded => PaymentOutcome::Pending {
-                reference: Some(event.reference.clone()),
-                instructions: "refund".into(),
-            },
+        let (status, failure) = match event.kind {
+            WebhookKind::PaymentSucceeded => ("succeeded", None),
+            WebhookKind::PaymentFailed => ("failed", event.failure_code.clone()),
+            WebhookKind::RefundSucceeded => ("refunded", None),
         };
-        record_payment(&mut tx, tenant, &inv, provider, &outcome).await?;
+        record_payment(
+            &mut tx,
+            tenant,
+            &inv,
+            provider,
+            Payment {
+                status,
+                amount: event.amount.amount,
+                reference: Some(event.reference.clone()),
+                failure,
+            },
+        )
+        .await?;
         let mut settled = false;
+        let open = inv.status == InvoiceStatus::Finalized;
         match event.kind {
-            WebhookKind::PaymentSucceeded if inv.status == InvoiceStatus::Finalized => {
+            WebhookKind::PaymentSucceeded if open && event.amount.amount >= inv.amount_due => {
                 self.settle_paid(
                     &mut tx,
                     &ctx,
@@ -505,9 +508,24 @@ impl Billing {
                 .await?;
                 settled = true;
             }
-            WebhookKind::PaymentFailed if inv.status == InvoiceStatus::Finalized => {
+            WebhookKind::PaymentSucceeded if open && event.amount.amount > 0 => {
+                // A partial payment lowers what is due; the invoice stays open.
+                tx.execute(
+                    Query::update()
+                        .table(INVOICES)
+                        .value("amount_due", inv.amount_due - event.amount.amount)
+                        .and_where(Expr::col("tenant_id").eq(tenant))
+                        .and_where(Expr::col("id").eq(id)),
+                )
+                .await?;
+                self.audit(&mut tx, &ctx, "billing.payment.partial", Target::new("invoice", id), serde_json::json!({"number": inv.number, "amount": event.amount.amount, "webhook": event.id})).await?;
+            }
+            WebhookKind::PaymentFailed if open => {
                 self.audit(&mut tx, &ctx, "billing.payment.failed", Target::new("invoice", id), serde_json::json!({"number": inv.number, "code": event.failure_code, "webhook": event.id})).await?;
                 self.start_dunning(&mut tx, &ctx, &inv).await?;
+            }
+            WebhookKind::RefundSucceeded => {
+                self.audit(&mut tx, &ctx, "billing.payment.refunded", Target::new("invoice", id), serde_json::json!({"number": inv.number, "amount": event.amount.amount, "webhook": event.id})).await?;
             }
             _ => {
                 self.audit(
@@ -528,18 +546,37 @@ impl Billing {
     }
 }
 
+/// One payment attempt as recorded.
+struct Payment {
+    status: &'static str,
+    amount: i64,
+    reference: Option<String>,
+    failure: Option<String>,
+}
+
+impl Payment {
+    fn of(outcome: &PaymentOutcome, amount: i64) -> Self {
+        let (status, reference, failure) = match outcome {
+            PaymentOutcome::Succeeded { reference } => ("succeeded", Some(reference.clone()), None),
+            PaymentOutcome::Pending { reference, .. } => ("pending", reference.clone(), None),
+            PaymentOutcome::Failed { code, .. } => ("failed", None, Some(code.clone())),
+        };
+        Self {
+            status,
+            amount,
+            reference,
+            failure,
+        }
+    }
+}
+
 async fn record_payment(
     tx: &mut Tx,
     tenant: TenantId,
     inv: &Invoice,
     provider: &str,
-    outcome: &PaymentOutcome,
+    p: Payment,
 ) -> Result<(), BillingError> {
-    let (status, reference, failure) = match outcome {
-        PaymentOutcome::Succeeded { reference } => ("succeeded", Some(reference.clone()), None),
-        PaymentOutcome::Pending { reference, .. } => ("pending", reference.clone(), None),
-        PaymentOutcome::Failed { code, .. } => ("failed", None, Some(code.clone())),
-    };
     let now = tx.now();
     tx.execute(
         Query::insert()
@@ -561,11 +598,11 @@ async fn record_payment(
                 uuid::Uuid::now_v7().into(),
                 inv.id.into(),
                 provider.into(),
-                status.into(),
-                inv.amount_due.into(),
+                p.status.into(),
+                p.amount.into(),
                 inv.currency.as_str().into(),
-                reference.into(),
-                failure.into(),
+                p.reference.into(),
+                p.failure.into(),
                 now.into(),
             ])
             .map_err(|e| BillingError::Catalogue(e.to_string()))?,

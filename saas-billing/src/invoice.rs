@@ -478,22 +478,41 @@ fn decode(r: &saas_core::db::Row, now: DateTime<Utc>) -> Result<Invoice, Billing
     })
 }
 
-/// One document with its lines.
+/// One document with its lines, its row locked for the transaction.
 pub(crate) async fn load_in(
     tx: &mut Tx,
     tenant: TenantId,
     id: InvoiceId,
 ) -> Result<Invoice, BillingError> {
+    load(tx, tenant, id, true).await
+}
+
+/// One document with its lines, for reading.
+pub(crate) async fn read_in(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: InvoiceId,
+) -> Result<Invoice, BillingError> {
+    load(tx, tenant, id, false).await
+}
+
+async fn load(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: InvoiceId,
+    lock: bool,
+) -> Result<Invoice, BillingError> {
     let now = tx.now();
+    let mut q = Query::select();
+    q.columns(COLS)
+        .from(INVOICES)
+        .and_where(Expr::col("tenant_id").eq(tenant))
+        .and_where(Expr::col("id").eq(id));
+    if lock {
+        q.lock(saas_core::db::sea_query::LockType::Update);
+    }
     let row = tx
-        .fetch_optional(
-            Query::select()
-                .columns(COLS)
-                .from(INVOICES)
-                .and_where(Expr::col("tenant_id").eq(tenant))
-                .and_where(Expr::col("id").eq(id))
-                .lock(saas_core::db::sea_query::LockType::Update),
-        )
+        .fetch_optional(&q)
         .await?
         .ok_or(BillingError::NotFound { entity: "invoice" })?;
     let mut inv = decode(&row, now)?;

@@ -85,6 +85,8 @@ pub struct Config {
     /// The seller on invoices (`SAAS_SELLER_NAME`, `SAAS_SELLER_ADDRESS`,
     /// `SAAS_SELLER_TAX_ID`, `SAAS_SELLER_EMAIL`).
     pub seller: saas_billing::Party,
+    /// Seconds between billing runs (`SAAS_BILLING_RUN_SECS`, default 300).
+    pub billing_run_secs: u64,
     /// The payment provider (`SAAS_PAYMENT_PROVIDER`: `manual`, the
     /// default, or `simulated_card` for demos, whose webhooks are signed with
     /// `SAAS_WEBHOOK_SECRET`, hex). Embedders set their own adapter here.
@@ -138,6 +140,7 @@ impl Default for Config {
                 tax_id: None,
                 email: None,
             },
+            billing_run_secs: 300,
             payment_provider: None,
         }
     }
@@ -201,6 +204,12 @@ impl Config {
         }
         if let Some(v) = env("SAAS_SELLER_EMAIL") {
             cfg.seller.email = Some(v);
+        }
+        if let Some(v) = env("SAAS_BILLING_RUN_SECS") {
+            cfg.billing_run_secs = v.parse().map_err(|_| ConfigError::Env {
+                name: "SAAS_BILLING_RUN_SECS",
+                message: "expected a number of seconds".into(),
+            })?;
         }
         if let Some(v) = env("SAAS_PAYMENT_PROVIDER") {
             cfg.payment_provider = match v.as_str() {

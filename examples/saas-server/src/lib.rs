@@ -172,6 +172,7 @@ pub async fn serve(
         let rx = stop_rx.clone();
         async move { auth.listen(rx).await }
     });
+    let billing_runs = tokio::spawn(billing_runs(state.clone(), stop_rx.clone()));
     let policy_invalidations = tokio::spawn({
         let policy = state.policy().clone();
         let rx = stop_rx.clone();
@@ -193,6 +194,7 @@ pub async fn serve(
     let _ = checkpoints.await;
     let _ = invalidations.await;
     let _ = policy_invalidations.await;
+    let _ = billing_runs.await;
     db.close().await;
     tracing::info!("server stopped");
     Ok(result?)
@@ -229,6 +231,27 @@ async fn audit_maintenance(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         if stopping {
             break;
+        }
+    }
+}
+
+/// Every `billing_run_secs`: finds the subscriptions with a trial or a period
+/// due and enqueues their advance jobs (deduplicated per period, so any number
+/// of replicas may run this; the worker closes the periods).
+async fn billing_runs(state: AppState, mut stop: watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(state.config().billing_run_secs.max(1));
+    let pctx = saas_core::PlatformContext::system("billing run");
+    loop {
+        match state.billing().run_due(&pctx).await {
+            Ok(r) if r.enqueued > 0 => {
+                tracing::info!(due = r.due, enqueued = r.enqueued, "billing run")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "billing run failed; the next one retries"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
 }

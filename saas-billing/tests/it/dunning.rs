@@ -158,3 +158,50 @@ saas_test_support::both_backends! {
         assert!(!trail(&t, &a).await.iter().any(|x| x == "billing.dunning.suspend"));
     }
 }
+
+saas_test_support::both_backends! {
+    migrations = sets();
+
+    async fn webhooks_apply_partial_payments_and_refunds_and_refuse_unknown_tenants(t) {
+        let (a, _) = t.two_tenants().await;
+        let card = Arc::new(SimulatedCardProvider::new(WebhookSecret::generate()));
+        let b = billing(&t).with_provider(card.clone());
+        t.clock.set(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap());
+        b.subscribe(&a, NewSubscription { plan: "basic".into(), version: Some(1), seats: None }).await.unwrap();
+        let inv = b.invoices(&a).await.unwrap().remove(0);
+        assert_eq!(inv.amount_due, 1000);
+        let now = t.db.clock().now();
+        let send = |id: &str, kind: WebhookKind, amount: i64, tenant: uuid::Uuid| {
+            let event = WebhookEvent {
+                id: id.into(),
+                kind,
+                tenant_id: tenant,
+                invoice_id: inv.id.as_uuid(),
+                amount: saas_billing::money::Money { amount, currency: inv.currency },
+                reference: format!("ref-{id}"),
+                failure_code: None,
+                occurred_at: now,
+            };
+            card.webhook_for(&event, now)
+        };
+        // 4 EUR of 10: the invoice stays open with 6 due.
+        let (h, body) = send("p1", WebhookKind::PaymentSucceeded, 400, a.tenant().as_uuid());
+        b.handle_webhook("simulated_card", &h, &body, now).await.unwrap();
+        let open = b.invoice(&a, inv.id).await.unwrap();
+        assert_eq!((open.status, open.amount_due), (InvoiceStatus::Finalized, 600));
+        // The rest settles it; a refund is recorded and audited.
+        let (h, body) = send("p2", WebhookKind::PaymentSucceeded, 600, a.tenant().as_uuid());
+        b.handle_webhook("simulated_card", &h, &body, now).await.unwrap();
+        assert_eq!(b.invoice(&a, inv.id).await.unwrap().status, InvoiceStatus::Paid);
+        let (h, body) = send("r1", WebhookKind::RefundSucceeded, 100, a.tenant().as_uuid());
+        b.handle_webhook("simulated_card", &h, &body, now).await.unwrap();
+        let actions = trail(&t, &a).await;
+        for x in ["billing.payment.partial", "billing.payment.succeeded", "billing.payment.refunded"] {
+            assert!(actions.iter().any(|y| y == x), "{x}: {actions:?}");
+        }
+        // A signed event for a tenant that does not exist is a clear not-found.
+        let (h, body) = send("ghost", WebhookKind::PaymentSucceeded, 100, uuid::Uuid::now_v7());
+        let err = b.handle_webhook("simulated_card", &h, &body, now).await.unwrap_err();
+        assert_eq!(err.code(), "not_found", "{err:?}");
+    }
+}

@@ -341,4 +341,28 @@ saas_test_support::both_backends! {
         let r = billing_v.change_plan(&bt, s.id, PlanChange { plan: "basic".into(), version: Some(2), seats: None }).await.unwrap();
         assert_eq!((r.subscription.plan.version, r.effective), (2, "now"));
     }
+
+    async fn a_trial_across_a_period_boundary_is_billed_from_its_end(t) {
+        let (a, _) = t.two_tenants().await;
+        let b = Billing::new(
+            t.db.clone(),
+            AuditLog::new(t.db.clone(), CheckpointSigner::random("test")),
+            PlanCatalogue::default_catalogue().unwrap(),
+            meter(&t),
+            Party { name: "Seller".into(), ..Party::default() },
+        );
+        // Individual: 9 EUR a calendar month, 14 days of trial from 25 November.
+        t.clock.set(at(2026, 11, 25));
+        let s = b.subscribe(&a, sub("individual", None, 1)).await.unwrap();
+        t.clock.set(at(2026, 12, 1) + Duration::seconds(1));
+        let done = b.advance(&a, s.id).await.unwrap();
+        assert_eq!((done.periods_closed, done.documents.len(), done.trial_ended), (1, 0, false));
+        assert_eq!(b.subscription(&a).await.unwrap().unwrap().status, SubscriptionStatus::Trialing);
+        // The trial ends on 9 December: 23 of December's 31 days are billed.
+        t.clock.set(at(2026, 12, 10));
+        let done = b.advance(&a, s.id).await.unwrap();
+        assert!(done.trial_ended);
+        assert_eq!(b.invoice(&a, done.documents[0]).await.unwrap().total, 668);
+        assert_eq!(b.subscription(&a).await.unwrap().unwrap().status, SubscriptionStatus::Active);
+    }
 }
