@@ -273,6 +273,27 @@ impl Auth {
         user: UserId,
         role: &str,
     ) -> Result<(), AuthError> {
+        // Seats: the tier's max_users, counted under the tenant's row lock.
+        let org = saas_core::tenant::lock_in(tx, tenant).await?;
+        if let Some(max) = org.limits().max_users {
+            let members = tx
+                .fetch_all(
+                    Query::select()
+                        .column("user_id")
+                        .from(MEMBERS)
+                        .and_where(Expr::col("tenant_id").eq(tenant))
+                        .and_where(Expr::col("disabled_at").is_null()),
+                )
+                .await?
+                .len();
+            if u64::try_from(members).unwrap_or(u64::MAX) >= max {
+                return Err(saas_core::CoreError::LimitExceeded {
+                    limit: "max_users",
+                    max,
+                }
+                .into());
+            }
+        }
         let now = tx.now();
         let res = tx
             .execute(

@@ -696,6 +696,15 @@ pub(crate) async fn load(tx: &mut Tx, id: TenantId) -> Result<Tenant, CoreError>
 }
 
 /// Reads a tenant row, optionally locking it for the rest of the transaction.
+/// The tenant `id`, its row locked until `tx` ends: counting rows and then
+/// adding one under a tier limit (members, workspaces) holds against
+/// concurrent requests on any replica.
+pub async fn lock_in(tx: &mut Tx, id: TenantId) -> Result<Tenant, CoreError> {
+    load_opt(tx, id, true)
+        .await?
+        .ok_or(CoreError::NotFound { entity: "tenant" })
+}
+
 pub(crate) async fn load_opt(
     tx: &mut Tx,
     id: TenantId,

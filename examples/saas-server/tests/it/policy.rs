@@ -180,3 +180,34 @@ both_backends! {
             .assert_problem(StatusCode::FORBIDDEN, "forbidden");
     }
 }
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn seats_are_a_stock_quota_on_every_way_into_an_organization(t) {
+        let h = Harness::new(t).await;
+        // Team: 10 seats. Fill them, then every way in is refused with 402.
+        let r = h.call(Method::POST, "/api/tenants", None, Some(json!({"slug": "crew", "name": "Crew", "tier": "team", "activate": true}))).await;
+        let tenant = s(&r.body, "id");
+        for i in 0..10 {
+            let r = h.call(Method::POST, "/api/users", Some(&tenant), Some(json!({"email": format!("m{i}@example.com"), "display_name": "M", "role": "member"}))).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{i}: {}", r.body);
+        }
+        let r = h.call(Method::POST, "/api/users", Some(&tenant), Some(json!({"email": "eleven@example.com", "display_name": "E", "role": "member"}))).await;
+        r.assert_problem(StatusCode::PAYMENT_REQUIRED, "tier_limit_exceeded");
+        assert!(r.body["detail"].as_str().unwrap().contains("max_users"), "{}", r.body);
+        // An invitation can be sent, but not accepted while the seats are taken.
+        let r = h.call(Method::POST, "/api/invitations", Some(&tenant), Some(json!({"email": "late@example.com", "role": "member"}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let token = h.mailed_token("late@example.com").await;
+        let r = h.call_as(None, Method::POST, "/api/auth/invitations/accept", Some(&tenant), Some(json!({"token": token, "password": crate::PASSWORD, "display_name": "Late"}))).await;
+        r.assert_problem(StatusCode::PAYMENT_REQUIRED, "tier_limit_exceeded");
+        // Disabling a member frees a seat.
+        let users = h.call(Method::GET, "/api/users", Some(&tenant), None).await.body;
+        let first = users.as_array().unwrap().iter().find(|u| u["email"] == "m0@example.com").unwrap()["id"].as_str().unwrap().to_owned();
+        let r = h.call(Method::PATCH, &format!("/api/users/{first}"), Some(&tenant), Some(json!({"disabled": true}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = h.call_as(None, Method::POST, "/api/auth/invitations/accept", Some(&tenant), Some(json!({"token": token, "password": crate::PASSWORD, "display_name": "Late"}))).await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+}
