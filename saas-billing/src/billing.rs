@@ -151,6 +151,10 @@ pub struct NewCreditNote {
 /// Limits on seats per subscription.
 pub const MAX_SEATS: u64 = 1_000_000;
 
+/// The largest single credit grant, in minor units (so that balances can
+/// never overflow).
+pub const MAX_CREDIT: i64 = 1_000_000_000_000;
+
 pub(crate) struct Inner {
     pub(crate) db: Db,
     audit: AuditLog,
@@ -433,6 +437,7 @@ impl Billing {
             current_period: period,
             cancel_at_period_end: false,
             next_plan: None,
+            next_seats: None,
             past_due_since: None,
             canceled_at: None,
             created_at: now,
@@ -533,17 +538,13 @@ impl Billing {
             };
             sub.seats = seats;
             sub.next_plan = None;
+            sub.next_seats = None;
         } else {
             sub.next_plan = Some(PlanRef {
                 code: new.code.clone(),
                 version: new.version,
             });
-            if seats != sub.seats && new.code == old.code {
-                return Err(BillingError::validation(
-                    "seats",
-                    "fewer seats take effect with a downgrade at period end; change the plan",
-                ));
-            }
+            sub.next_seats = (seats != sub.seats).then_some(seats);
         }
         sub.updated_at = now;
         update_subscription(&mut tx, ctx.tenant(), &sub).await?;
@@ -826,7 +827,8 @@ impl Billing {
             // Fixed fees of the next period, in advance. A trial still running
             // bills nothing now: its end is billed when it comes (above).
             if !ends && matches!(sub.status, S::Active | S::PastDue) {
-                lines.extend(fixed_lines(&next_plan, next, sub.seats, next.start)?);
+                let seats = sub.next_seats.unwrap_or(sub.seats);
+                lines.extend(fixed_lines(&next_plan, next, seats, next.start)?);
             }
             tx.execute(
                 Query::insert()
@@ -885,6 +887,9 @@ impl Billing {
                 .await?;
             } else if let Some(p) = sub.next_plan.take() {
                 sub.plan = p;
+                if let Some(n) = sub.next_seats.take() {
+                    sub.seats = n;
+                }
             }
         }
         sub.updated_at = now;
@@ -1283,10 +1288,10 @@ impl Billing {
         reason: &str,
     ) -> Result<i64, BillingError> {
         validate_text("reason", reason, 1, 500)?;
-        if amount <= 0 {
+        if amount <= 0 || amount > MAX_CREDIT {
             return Err(BillingError::validation(
                 "amount",
-                "a positive number of minor units",
+                format!("a positive number of minor units, at most {MAX_CREDIT}"),
             ));
         }
         let mut tx = self.inner.db.begin(ctx).await?;
@@ -1682,7 +1687,7 @@ pub(crate) async fn account_in(
     })
 }
 
-const SUB_COLS: [&str; 16] = [
+const SUB_COLS: [&str; 17] = [
     "id",
     "plan_code",
     "plan_version",
@@ -1699,6 +1704,7 @@ const SUB_COLS: [&str; 16] = [
     "canceled_at",
     "created_at",
     "updated_at",
+    "next_seats",
 ];
 
 fn decode_sub(r: &saas_core::db::Row) -> Result<Subscription, BillingError> {
@@ -1727,6 +1733,9 @@ fn decode_sub(r: &saas_core::db::Row) -> Result<Subscription, BillingError> {
         canceled_at: r.get("canceled_at")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
+        next_seats: r
+            .get::<Option<i64>>("next_seats")?
+            .map(|n| u64::try_from(n).unwrap_or(0)),
     })
 }
 
@@ -1793,6 +1802,9 @@ fn sub_values(tenant: TenantId, s: &Subscription) -> Vec<saas_core::db::sea_quer
         s.canceled_at.into(),
         s.created_at.into(),
         s.updated_at.into(),
+        s.next_seats
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+            .into(),
     ]
 }
 

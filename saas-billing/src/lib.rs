@@ -15,8 +15,8 @@ mod subject;
 pub mod subscription;
 
 pub use billing::{
-    ADVANCE_JOB, Advanced, Billing, BillingAccount, BillingJobs, MAX_SEATS, NewCreditNote,
-    NewSubscription, Outbox, PlanChange, PlanChangeResult, RunReport, SYNC_TIER_JOB,
+    ADVANCE_JOB, Advanced, Billing, BillingAccount, BillingJobs, MAX_CREDIT, MAX_SEATS,
+    NewCreditNote, NewSubscription, Outbox, PlanChange, PlanChangeResult, RunReport, SYNC_TIER_JOB,
 };
 pub use dunning::{DunningPolicy, DunningStep, WebhookResult};
 pub use error::BillingError;
@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "billing",
         postgres: include_str!("../migrations/postgres/0002_billing.sql"),
         sqlite: include_str!("../migrations/sqlite/0002_billing.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "next_seats",
+        postgres: include_str!("../migrations/postgres/0003_next_seats.sql"),
+        sqlite: include_str!("../migrations/sqlite/0003_next_seats.sql"),
     },
 ];
 

@@ -105,6 +105,8 @@ pub struct Subscription {
     pub cancel_at_period_end: bool,
     /// A downgrade scheduled for the end of the current period.
     pub next_plan: Option<PlanRef>,
+    /// The seats that downgrade brings, when they change.
+    pub next_seats: Option<u64>,
     /// Since when an invoice has been overdue or unpaid.
     pub past_due_since: Option<DateTime<Utc>>,
     /// When it ended.

@@ -365,4 +365,20 @@ saas_test_support::both_backends! {
         assert_eq!(b.invoice(&a, done.documents[0]).await.unwrap().total, 668);
         assert_eq!(b.subscription(&a).await.unwrap().unwrap().status, SubscriptionStatus::Active);
     }
+
+    async fn fewer_seats_wait_for_the_period_end_when_the_plan_says_so(t) {
+        let (a, _) = t.two_tenants().await;
+        let b = billing(&t);
+        t.clock.set(at(2026, 11, 1));
+        let s = b.subscribe(&a, sub("pro", None, 4)).await.unwrap();
+        t.clock.set(at(2026, 11, 10));
+        // Pro defers downgrades: 4 seats -> 2 seats applies on 1 December.
+        let r = b.change_plan(&a, s.id, PlanChange { plan: "pro".into(), version: None, seats: Some(2) }).await.unwrap();
+        assert_eq!((r.effective, r.subscription.seats, r.subscription.next_seats), ("period_end", 4, Some(2)));
+        t.clock.set(at(2026, 12, 1) + Duration::seconds(1));
+        let doc = b.advance(&a, s.id).await.unwrap().documents[0];
+        assert_eq!(b.invoice(&a, doc).await.unwrap().total, 4000, "30 + 2 seats x 5");
+        let now = b.subscription(&a).await.unwrap().unwrap();
+        assert_eq!((now.seats, now.next_seats), (2, None));
+    }
 }
