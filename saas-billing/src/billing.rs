@@ -1114,6 +1114,13 @@ impl Billing {
                 ),
             ));
         }
+        if inv.amount_due != inv.total {
+            // Part of it was paid or credited: voiding would lose that money.
+            return Err(conflict(
+                "invalid_invoice_state",
+                "part of this invoice was paid or credited; issue a credit note instead",
+            ));
+        }
         let now = tx.now();
         tx.execute(
             Query::update()

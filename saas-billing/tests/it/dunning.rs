@@ -189,6 +189,8 @@ saas_test_support::both_backends! {
         b.handle_webhook("simulated_card", &h, &body, now).await.unwrap();
         let open = b.invoice(&a, inv.id).await.unwrap();
         assert_eq!((open.status, open.amount_due), (InvoiceStatus::Finalized, 600));
+        // Voiding it now would lose the 4 EUR paid: refused.
+        assert_eq!(b.void(&a, inv.id, "mistake").await.unwrap_err().code(), "invalid_invoice_state");
         // The rest settles it; a refund is recorded and audited.
         let (h, body) = send("p2", WebhookKind::PaymentSucceeded, 600, a.tenant().as_uuid());
         b.handle_webhook("simulated_card", &h, &body, now).await.unwrap();
