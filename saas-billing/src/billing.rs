@@ -771,6 +771,7 @@ impl Billing {
         let now = tx.now();
         let mut out = Advanced::default();
         let start_tier = self.plan(&sub.plan.code, Some(sub.plan.version))?.tier;
+        let cycle = crate::metering::cycle_in(&mut tx, ctx.tenant()).await?;
         // Catch up period by period (a run that was down for months closes each).
         for _ in 0..240 {
             let plan = self.plan(&sub.plan.code, Some(sub.plan.version))?.clone();
@@ -811,7 +812,6 @@ impl Billing {
                 break;
             }
             let closing = sub.current_period;
-            let cycle = cycle_in(&mut tx, ctx.tenant()).await?;
             let next = cycle.next(closing)?;
             let mut lines = if matches!(sub.status, S::Active | S::PastDue) {
                 self.usage_lines(&mut tx, ctx.tenant(), &plan, &sub, None)
@@ -1185,7 +1185,7 @@ impl Billing {
                 "credit notes correct finalized or paid invoices",
             ));
         }
-        let credited = credited_in(&mut tx, ctx.tenant(), id).await?;
+        let (credited, notes) = credited_in(&mut tx, ctx.tenant(), id).await?;
         if input
             .amount
             .checked_add(credited)
@@ -1201,10 +1201,9 @@ impl Billing {
         }
         let now = tx.now();
         let account = account_in(&mut tx, ctx.tenant()).await?;
-        let n = credited_count(&mut tx, ctx.tenant(), id).await?;
         let draft = Draft {
             kind: DocumentKind::CreditNote,
-            source_key: format!("credit:{id}:{n}"),
+            source_key: format!("credit:{id}:{notes}"),
             reason: "correction",
             subscription_id: inv.subscription_id,
             corrects_id: Some(id),
@@ -1873,10 +1872,6 @@ async fn set_cycle(tx: &mut Tx, tenant: TenantId, cycle: Cycle) -> Result<(), Bi
     Ok(())
 }
 
-async fn cycle_in(tx: &mut Tx, tenant: TenantId) -> Result<Cycle, BillingError> {
-    crate::metering::cycle_in(tx, tenant).await
-}
-
 async fn queue_tier_sync(tx: &mut Tx) -> Result<(), BillingError> {
     JobQueue::enqueue(
         tx,
@@ -1886,7 +1881,13 @@ async fn queue_tier_sync(tx: &mut Tx) -> Result<(), BillingError> {
     Ok(())
 }
 
-async fn credited_in(tx: &mut Tx, tenant: TenantId, id: InvoiceId) -> Result<i64, BillingError> {
+/// What the credit notes against invoice `id` have credited (net, minor
+/// units) and how many there are.
+async fn credited_in(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: InvoiceId,
+) -> Result<(i64, usize), BillingError> {
     let rows = tx
         .fetch_all(
             Query::select()
@@ -1896,26 +1897,10 @@ async fn credited_in(tx: &mut Tx, tenant: TenantId, id: InvoiceId) -> Result<i64
                 .and_where(Expr::col("corrects_id").eq(id)),
         )
         .await?;
-    rows.iter().try_fold(0i64, |acc, r| {
-        Ok(acc.saturating_sub(r.get::<i64>("subtotal")?))
-    })
-}
-
-async fn credited_count(
-    tx: &mut Tx,
-    tenant: TenantId,
-    id: InvoiceId,
-) -> Result<usize, BillingError> {
-    let rows = tx
-        .fetch_all(
-            Query::select()
-                .column("id")
-                .from(INVOICES)
-                .and_where(Expr::col("tenant_id").eq(tenant))
-                .and_where(Expr::col("corrects_id").eq(id)),
-        )
-        .await?;
-    Ok(rows.len())
+    let credited = rows.iter().try_fold(0i64, |acc, r| {
+        Ok::<_, BillingError>(acc.saturating_sub(r.get::<i64>("subtotal")?))
+    })?;
+    Ok((credited, rows.len()))
 }
 
 /// How many of the tenant's invoices are unpaid with dunning started (a

@@ -156,7 +156,7 @@ impl Billing {
             idempotency_key: format!("invoice:{id}:{attempt}"),
             description: format!(
                 "{} {}",
-                self.seller_name(),
+                self.inner.seller.name,
                 inv.number.clone().unwrap_or_default()
             ),
         };
@@ -200,10 +200,6 @@ impl Billing {
             self.after_settlement(ctx).await;
         }
         Ok(Some(outcome))
-    }
-
-    fn seller_name(&self) -> String {
-        self.inner.seller.name.clone()
     }
 
     /// Starts dunning for an unpaid invoice (once): the subscription goes

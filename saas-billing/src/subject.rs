@@ -20,12 +20,12 @@ use saas_core::subject::{
 };
 use saas_core::{TenantContext, TenantId};
 
+use crate::billing::ACCOUNTS;
 use crate::error::BillingError;
+use crate::invoice::INVOICES;
 use crate::metering::{EVENTS, UNIQUES};
 
 const NAME: &str = "saas-billing";
-const ACCOUNTS: &str = "billing_accounts";
-const INVOICES: &str = "billing_invoices";
 
 /// saas-billing's [`DataSubjectStore`].
 #[derive(Debug, Clone)]

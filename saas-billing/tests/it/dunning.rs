@@ -4,7 +4,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{Duration, TimeZone, Utc};
-use saas_audit::{AuditLog, AuditQuery, CheckpointSigner};
 use saas_billing::payment::{
     Scripted, SimulatedCardProvider, WebhookEvent, WebhookKind, WebhookSecret,
 };
@@ -44,21 +43,6 @@ async fn drain(t: &TestDb, b: &saas_billing::Billing) {
     let w =
         Worker::new(JobStore::new(t.db.clone()), WorkerConfig::default()).register_all(b.jobs());
     while w.run_once().await.unwrap() > 0 {}
-}
-
-async fn trail(t: &TestDb, ctx: &TenantContext) -> Vec<String> {
-    let log = AuditLog::new(t.db.clone(), CheckpointSigner::random("read"));
-    let q = AuditQuery {
-        limit: Some(500),
-        ..AuditQuery::default()
-    };
-    log.query(ctx, &q)
-        .await
-        .unwrap()
-        .records
-        .into_iter()
-        .map(|r| r.event.action)
-        .collect()
 }
 
 async fn status(t: &TestDb, ctx: &TenantContext) -> (TenantStatus, Option<String>) {
@@ -124,7 +108,7 @@ saas_test_support::both_backends! {
         assert_eq!(b.handle_webhook("simulated_card", &headers, &bad, now).await.unwrap_err().code(), "invalid_webhook_signature");
         assert_eq!(b.handle_webhook("simulated_card", &headers, &body, now + Duration::minutes(10)).await.unwrap_err().code(), "invalid_webhook_signature");
         assert!(matches!(b.handle_webhook("stripe", &headers, &body, now).await, Err(BillingError::NotFound { .. })));
-        let actions = trail(&t, &a).await;
+        let actions = audit_actions(&t, &a).await;
         for a in ["billing.payment.failed", "billing.subscription.incomplete", "billing.dunning.start", "billing.dunning.step", "billing.dunning.suspend", "billing.payment.succeeded", "billing.subscription.reactivate", "billing.dunning.reactivate"] {
             assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
         }
@@ -155,7 +139,7 @@ saas_test_support::both_backends! {
         t.clock.set(Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap());
         drain(&t, &b).await;
         assert_eq!(status(&t, &a).await.0, TenantStatus::Active);
-        assert!(!trail(&t, &a).await.iter().any(|x| x == "billing.dunning.suspend"));
+        assert!(!audit_actions(&t, &a).await.iter().any(|x| x == "billing.dunning.suspend"));
     }
 }
 
@@ -197,7 +181,7 @@ saas_test_support::both_backends! {
         assert_eq!(b.invoice(&a, inv.id).await.unwrap().status, InvoiceStatus::Paid);
         let (h, body) = send("r1", WebhookKind::RefundSucceeded, 100, a.tenant().as_uuid());
         b.handle_webhook("simulated_card", &h, &body, now).await.unwrap();
-        let actions = trail(&t, &a).await;
+        let actions = audit_actions(&t, &a).await;
         for x in ["billing.payment.partial", "billing.payment.succeeded", "billing.payment.refunded"] {
             assert!(actions.iter().any(|y| y == x), "{x}: {actions:?}");
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use saas_audit::{AuditLog, AuditQuery, CheckpointSigner};
+use saas_audit::{AuditLog, CheckpointSigner};
 use saas_billing::plan::PlanCatalogue;
 use saas_billing::{
     Billing, BillingError, DocumentKind, InvoiceStatus, NewCreditNote, NewSubscription, Party,
@@ -25,24 +25,6 @@ fn sub(plan: &str, version: Option<u32>, seats: u64) -> NewSubscription {
         version,
         seats: Some(seats),
     }
-}
-
-async fn actions(t: &TestDb, ctx: &TenantContext) -> Vec<String> {
-    let log = AuditLog::new(t.db.clone(), CheckpointSigner::random("read"));
-    let q = AuditQuery {
-        limit: Some(500),
-        ..AuditQuery::default()
-    };
-    let mut a: Vec<String> = log
-        .query(ctx, &q)
-        .await
-        .unwrap()
-        .records
-        .into_iter()
-        .map(|r| r.event.action)
-        .collect();
-    a.reverse();
-    a
 }
 
 async fn tier(t: &TestDb, ctx: &TenantContext) -> Tier {
@@ -93,7 +75,7 @@ saas_test_support::both_backends! {
         let now = b.subscription(&a).await.unwrap().unwrap();
         assert_eq!(now.current_period.start, at(2027, 2, 1));
         // Every step is in the audit trail.
-        let trail = actions(&t, &a).await;
+        let trail = audit_actions(&t, &a).await;
         for (action, n) in [("billing.subscription.create", 1), ("billing.invoice.issue", 4), ("billing.period.close", 3)] {
             assert_eq!(trail.iter().filter(|x| *x == action).count(), n, "{action}: {trail:?}");
         }
@@ -149,7 +131,7 @@ saas_test_support::both_backends! {
         let done = b.advance(&a, s.id).await.unwrap();
         assert_eq!((done.periods_closed, done.documents.len()), (1, 0));
         b.resume(&a, s.id).await.unwrap();
-        let trail = actions(&t, &a).await;
+        let trail = audit_actions(&t, &a).await;
         for action in ["billing.subscription.trial_end", "billing.subscription.pause", "billing.subscription.resume"] {
             assert!(trail.iter().any(|x| x == action), "{action}: {trail:?}");
         }
@@ -242,7 +224,7 @@ saas_test_support::both_backends! {
         let inspect = t.inspector().await;
         let changed = inspect.try_execute("UPDATE billing_invoices SET total = 1 WHERE status = 'paid'").await;
         assert!(changed.is_err(), "a finalized invoice was changed");
-        let trail = actions(&t, &a).await;
+        let trail = audit_actions(&t, &a).await;
         for action in ["billing.credit.grant", "billing.invoice.void", "billing.credit_note.issue", "billing.invoice.mark_paid"] {
             assert!(trail.iter().any(|x| x == action), "{action}: {trail:?}");
         }

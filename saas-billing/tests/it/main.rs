@@ -122,3 +122,22 @@ pub(crate) fn billing(t: &TestDb) -> Billing {
         },
     )
 }
+
+/// The actions in `ctx`'s audit chain, oldest first.
+pub(crate) async fn audit_actions(t: &TestDb, ctx: &saas_core::TenantContext) -> Vec<String> {
+    let log = AuditLog::new(t.db.clone(), CheckpointSigner::random("read"));
+    let q = saas_audit::AuditQuery {
+        limit: Some(500),
+        ..saas_audit::AuditQuery::default()
+    };
+    let mut actions: Vec<String> = log
+        .query(ctx, &q)
+        .await
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| r.event.action)
+        .collect();
+    actions.reverse();
+    actions
+}
