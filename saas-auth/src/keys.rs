@@ -14,7 +14,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ed25519_dalek::{Signature, VerifyingKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use saas_core::PlatformContext;
 use saas_core::change::{Change, ChangeBy};
 use saas_core::db::Db;
@@ -28,6 +29,17 @@ use crate::secret::MasterKey;
 const TABLE: &str = "auth_signing_keys";
 /// Clock skew tolerated on `nbf` and `exp`, in seconds.
 const LEEWAY_SECS: i64 = 30;
+
+/// The JOSE header fields verification reads.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    /// Extensions the receiver must understand (RFC 7515, 4.1.11); none are.
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
 
 /// The claims of every token this crate signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +73,9 @@ pub struct Claims {
 }
 
 struct Verifier {
-    key: DecodingKey,
+    /// The public key, decompressed once when the ring is loaded rather than
+    /// on every verification.
+    key: VerifyingKey,
     public: [u8; 32],
     verify_until: Option<DateTime<Utc>>,
 }
@@ -86,7 +100,6 @@ pub struct KeyRing {
     issuer: String,
     audience: String,
     ring: Arc<RwLock<Ring>>,
-    validation: Arc<Validation>,
     verified: moka::sync::Cache<[u8; 32], Arc<(String, Claims)>>,
 }
 
@@ -111,19 +124,12 @@ impl KeyRing {
         audience: impl Into<String>,
     ) -> Result<Self, AuthError> {
         let (issuer, audience) = (issuer.into(), audience.into());
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.set_issuer(&[&issuer]);
-        validation.set_audience(&[&audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let ring = Self {
             pctx: PlatformContext::system("signing key management"),
             db,
             master,
             issuer,
             audience,
-            validation: Arc::new(validation),
             verified: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(15 * 60))
@@ -192,7 +198,9 @@ impl KeyRing {
             verifiers.insert(
                 kid,
                 Verifier {
-                    key: DecodingKey::from_ed_der(&public),
+                    key: VerifyingKey::from_bytes(&public).map_err(|_| {
+                        AuthError::Crypto("stored public key is not a valid Ed25519 key".into())
+                    })?,
                     public,
                     verify_until,
                 },
@@ -380,33 +388,65 @@ impl KeyRing {
     }
 
     /// The signature, algorithm, issuer and audience; returns the key id.
+    ///
+    /// The compact JWS is taken apart here rather than by `jsonwebtoken`,
+    /// whose verifier decompresses the public key on every call: the header
+    /// must name `EdDSA` and a known `kid` and carry no `crit`; the Ed25519
+    /// signature is checked strictly (no small-order keys or points, canonical
+    /// scalars) with the key decompressed once at load; then the claims are
+    /// decoded once, with `iss`, `aud`, `sub`, `exp` and `nbf` required.
     fn verify_signature(&self, token: &str) -> Result<(String, Claims), AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("malformed"))?;
-        if header.alg != Algorithm::EdDSA {
+        let malformed = || AuthError::InvalidToken("malformed");
+        let mut parts = token.split('.');
+        let (Some(header64), Some(payload64), Some(signature64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        // Header, dot, payload: the bytes that were signed.
+        let signed = token
+            .get(..header64.len() + 1 + payload64.len())
+            .ok_or_else(malformed)?;
+        let header: JoseHeader = URL_SAFE_NO_PAD
+            .decode(header64)
+            .ok()
+            .and_then(|h| serde_json::from_slice(&h).ok())
+            .ok_or_else(malformed)?;
+        if header.alg != "EdDSA" {
             return Err(AuthError::InvalidToken("algorithm not accepted"));
         }
+        if header.crit.is_some() {
+            return Err(AuthError::InvalidToken("critical header not understood"));
+        }
         let kid = header.kid.ok_or(AuthError::InvalidToken("no key id"))?;
-        let ring = self.ring.read().map_err(|_| lock_poisoned())?;
-        let verifier = ring
-            .verifiers
-            .get(&kid)
-            .ok_or(AuthError::InvalidToken("unknown key"))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &verifier.key, &self.validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
-                    AuthError::InvalidToken("wrong issuer")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                    AuthError::InvalidToken("wrong audience")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    AuthError::InvalidToken("bad signature")
-                }
-                _ => AuthError::InvalidToken("malformed"),
-            },
-        )?;
-        Ok((kid, data.claims))
+        let signature: [u8; 64] = URL_SAFE_NO_PAD
+            .decode(signature64)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or(AuthError::InvalidToken("bad signature"))?;
+        {
+            let ring = self.ring.read().map_err(|_| lock_poisoned())?;
+            let verifier = ring
+                .verifiers
+                .get(&kid)
+                .ok_or(AuthError::InvalidToken("unknown key"))?;
+            verifier
+                .key
+                .verify_strict(signed.as_bytes(), &Signature::from_bytes(&signature))
+                .map_err(|_| AuthError::InvalidToken("bad signature"))?;
+        }
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(payload64)
+            .ok()
+            .and_then(|c| serde_json::from_slice(&c).ok())
+            .ok_or_else(malformed)?;
+        if claims.iss != self.issuer {
+            return Err(AuthError::InvalidToken("wrong issuer"));
+        }
+        if claims.aud != self.audience {
+            return Err(AuthError::InvalidToken("wrong audience"));
+        }
+        Ok((kid, claims))
     }
 
     /// What is checked on every use: the key still verifies, and the times.
