@@ -50,6 +50,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0003_next_seats.sql"),
         sqlite: include_str!("../migrations/sqlite/0003_next_seats.sql"),
     },
+    Migration {
+        version: 4,
+        name: "ingest_without_row_fk",
+        postgres: include_str!("../migrations/postgres/0004_ingest_without_row_fk.sql"),
+        sqlite: include_str!("../migrations/sqlite/0004_ingest_without_row_fk.sql"),
+    },
 ];
 
 /// saas-billing's migrations; run after saas-core's, saas-audit's and

@@ -616,7 +616,9 @@ impl Tenants {
 
     /// Deletes every row of a tenant that is pending deletion (now, whatever
     /// its due date). Every tenant table references `tenants(id) ON DELETE
-    /// CASCADE`, so one delete removes them all in one transaction.
+    /// CASCADE` (or, where a per-row foreign key costs too much, has a delete
+    /// trigger on `tenants` that does the same), so one delete removes them
+    /// all in one transaction.
     pub async fn purge(&self, pctx: &PlatformContext, id: TenantId) -> Result<(), CoreError> {
         let mut tx = self.db.begin_platform(pctx).await?;
         purge_in(&mut tx, pctx, id, None).await?;

@@ -47,6 +47,54 @@ saas_test_support::both_backends! {
         assert_eq!(inspect.count_where("billing_events", "tenant_id", a.tenant().as_uuid()).await, 1);
     }
 
+    async fn overlapping_batches_sent_concurrently_count_each_event_once(t) {
+        // Eight batches of 100 whose keys overlap by half, sent at once:
+        // every event counts once, no batch fails or deadlocks.
+        let (a, _) = t.two_tenants().await;
+        let m = meter(&t);
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (m, a) = (m.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                let batch = (i * 50..i * 50 + 100).map(|n| UsageEvent::new(format!("txn-{n}"), "ai_requests")).collect();
+                m.record_batch(&a, batch).await
+            }));
+        }
+        let mut counted = 0;
+        let mut duplicates = 0;
+        for task in tasks {
+            let receipt = task.await.unwrap().unwrap();
+            counted += receipt.counted;
+            duplicates += receipt.duplicates;
+        }
+        assert_eq!((counted, duplicates), (450, 350));
+        assert_eq!(value(&m, &a, "ai_requests").await, Decimal::from(450));
+        let inspect = t.inspector().await;
+        assert_eq!(inspect.count_where("billing_events", "tenant_id", a.tenant().as_uuid()).await, 450);
+    }
+
+    async fn a_purged_tenant_leaves_no_billing_row(t) {
+        let (a, b) = t.two_tenants().await;
+        let m = meter(&t);
+        for ctx in [&a, &b] {
+            m.record_batch(ctx, (0..10).map(|n| UsageEvent::new(format!("txn-{n}"), "ai_requests")).collect()).await.unwrap();
+        }
+        let tenants = saas_core::tenant::Tenants::new(t.db.clone());
+        let p = t.platform();
+        tenants.schedule_deletion(&p, a.tenant(), Duration::zero()).await.unwrap();
+        tenants.purge(&p, a.tenant()).await.unwrap();
+        let insp = t.inspector().await;
+        let tables = insp.tenant_tables().await;
+        assert!(tables.contains(&"billing_events".to_string()));
+        for table in &tables {
+            assert_eq!(insp.count_where(table, "tenant_id", a.tenant().as_uuid()).await, 0, "{table}");
+        }
+        assert_eq!(insp.count_where("billing_events", "tenant_id", b.tenant().as_uuid()).await, 10);
+        // A batch for the purged tenant is refused, not stored as an orphan.
+        assert!(m.record(&a, UsageEvent::new("late", "ai_requests")).await.is_err());
+        assert_eq!(insp.count_where("billing_events", "tenant_id", a.tenant().as_uuid()).await, 0);
+    }
+
     async fn a_different_event_under_a_used_key_is_refused_and_its_batch_writes_nothing(t) {
         let (a, _) = t.two_tenants().await;
         let m = meter(&t);
@@ -100,7 +148,7 @@ saas_test_support::both_backends! {
         let (a, _) = t.two_tenants().await;
         let m = meter(&t);
         let ws = Workspaces::new(t.db.clone())
-            .create(&a, NewWorkspace { name: "EU".into(), parent_id: None })
+            .create(&a, NewWorkspace { name: "EU".into(), parent_id: None, tags: Vec::new() })
             .await
             .unwrap();
         let now = t.db.clock().now();
@@ -208,7 +256,7 @@ saas_test_support::both_backends! {
         let (a, b) = t.two_tenants().await;
         let m = meter(&t);
         let wb = Workspaces::new(t.db.clone())
-            .create(&b, NewWorkspace { name: "B".into(), parent_id: None })
+            .create(&b, NewWorkspace { name: "B".into(), parent_id: None, tags: Vec::new() })
             .await
             .unwrap();
         // The same transaction id is a different event in another tenant.
