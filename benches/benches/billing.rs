@@ -72,6 +72,7 @@ async fn tenant(t: &TestDb, slug: &str) -> Tenant {
                 NewWorkspace {
                     name: format!("ws-{i}"),
                     parent_id: None,
+                    tags: Vec::new(),
                 },
             )
             .await

@@ -40,6 +40,7 @@ async fn fixture(t: &TestDb) -> (TenantContext, saas_core::WorkspaceId) {
                 NewWorkspace {
                     name: "target".into(),
                     parent_id: None,
+                    tags: Vec::new(),
                 },
             )
             .await

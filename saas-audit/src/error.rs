@@ -6,8 +6,8 @@ use saas_core::CoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
-    /// The event is not acceptable.
-    #[error("invalid audit event: {0}")]
+    /// The event, or a setting such as a retention period, is not acceptable.
+    #[error("invalid audit input: {0}")]
     Invalid(String),
     /// The transaction does not belong to the chain being written.
     #[error("scope mismatch: {0}")]

@@ -4,6 +4,7 @@ pub mod crypto;
 mod error;
 pub mod event;
 mod recorder;
+mod retention;
 pub mod sink;
 mod store;
 mod subject;
@@ -13,6 +14,9 @@ pub use crypto::CheckpointSigner;
 pub use error::AuditError;
 pub use event::{Actor, AuditEvent, Outcome, PersonalData, StoredEvent, Target};
 pub use recorder::ChangeAuditor;
+pub use retention::{
+    DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, RETENTION_CHANGED_ACTION,
+};
 pub use sink::{AuditForwarder, AuditSink, FanOut, JsonLinesSink, TracingSink};
 pub use store::{
     AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, PruneReport, Receipt, Scope,
@@ -40,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "retention",
         postgres: include_str!("../migrations/postgres/0003_retention.sql"),
         sqlite: include_str!("../migrations/sqlite/0003_retention.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "retention_settings",
+        postgres: include_str!("../migrations/postgres/0004_retention_settings.sql"),
+        sqlite: include_str!("../migrations/sqlite/0004_retention_settings.sql"),
     },
 ];
 

@@ -244,6 +244,11 @@ impl AuditLog {
         &self.signer
     }
 
+    /// The database the log is stored in.
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Appends `event` inside the caller's transaction, so the event and the
     /// action it records commit (or roll back) together. `tx` must be open for
     /// the same tenant (or be a platform transaction for the platform chain).
@@ -671,6 +676,12 @@ impl AuditLog {
     /// `audit.pruned` event naming the archive's SHA-256), then deletes exactly
     /// the archived rows. Returns `None` when nothing is old enough. The chain
     /// keeps verifying from the prune's anchor.
+    ///
+    /// `archive` is written and flushed before any row is deleted, and a
+    /// failed write or flush deletes nothing: give a writer whose `flush`
+    /// makes the data durable (a file's `sync_all`) to keep the archive safe
+    /// across a crash. [`AuditLog::prune_expired`] prunes by the tenant's own
+    /// retention period.
     pub async fn prune(
         &self,
         ctx: &TenantContext,
@@ -1102,6 +1113,14 @@ async fn events_page(
         .iter()
         .map(|r| event_from_row(&chain.name, r))
         .collect()
+}
+
+/// Locks the tenant's chain head in `tx` (creating it if need be): whatever
+/// `tx` reads afterwards cannot change under a concurrent append.
+pub(crate) async fn lock_tenant_head(tx: &mut Tx, ctx: &TenantContext) -> Result<(), AuditError> {
+    lock_head(tx, &chain_of(Scope::Tenant(ctx)))
+        .await
+        .map(|_| ())
 }
 
 async fn lock_head(tx: &mut Tx, chain: &Chain) -> Result<(i64, String), AuditError> {

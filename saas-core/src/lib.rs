@@ -22,12 +22,20 @@ pub use id::{
 
 use db::{Migration, MigrationSet};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    postgres: include_str!("../migrations/postgres/0001_core.sql"),
-    sqlite: include_str!("../migrations/sqlite/0001_core.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        postgres: include_str!("../migrations/postgres/0001_core.sql"),
+        sqlite: include_str!("../migrations/sqlite/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "workspace_tags",
+        postgres: include_str!("../migrations/postgres/0002_workspace_tags.sql"),
+        sqlite: include_str!("../migrations/sqlite/0002_workspace_tags.sql"),
+    },
+];
 
 /// saas-core's migrations. Run them (with those of the other crates you use)
 /// through [`db::migrate`] at start-up.

@@ -3,8 +3,13 @@
 //! An enterprise organization can hold a product-division workspace that holds
 //! team workspaces, up to [`MAX_DEPTH`] levels. Every method takes the
 //! [`TenantContext`] first and confines itself to that tenant.
+//!
+//! A workspace carries [tags](validate_tags): short labels (`eu`,
+//! `region:eu-west`) that a tenant's Cedar policies test as `resource.tags`,
+//! e.g. "exports only from workspaces tagged `eu`".
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
 use sea_query::{Expr, ExprTrait, Order, Query};
@@ -20,6 +25,12 @@ use crate::tenant::{load_opt, validate_name};
 /// The deepest nesting allowed (a root workspace is at depth 1).
 pub const MAX_DEPTH: usize = 8;
 
+/// The most tags a workspace may carry.
+pub const MAX_TAGS: usize = 20;
+
+/// The longest tag, in characters.
+pub const MAX_TAG_LEN: usize = 64;
+
 /// A workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Workspace {
@@ -31,6 +42,9 @@ pub struct Workspace {
     pub parent_id: Option<WorkspaceId>,
     /// Display name.
     pub name: String,
+    /// Labels policies can test (`resource.tags.contains("eu")`), sorted and
+    /// without duplicates.
+    pub tags: Vec<String>,
     /// The user who created it, if a user did (erased on a data-subject request).
     pub created_by_user: Option<UserId>,
     /// Creation time.
@@ -40,7 +54,7 @@ pub struct Workspace {
 }
 
 /// Input for [`Workspaces::create`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewWorkspace {
     /// 1 to 200 characters.
@@ -48,6 +62,9 @@ pub struct NewWorkspace {
     /// Nest under this workspace of the same tenant.
     #[serde(default)]
     pub parent_id: Option<WorkspaceId>,
+    /// Labels policies can test (checked by [`validate_tags`]).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Input for [`Workspaces::update`]; absent fields are left alone.
@@ -60,6 +77,9 @@ pub struct WorkspacePatch {
     /// Move: `Some(None)` makes it a root, `Some(Some(p))` moves it under `p`.
     #[serde(default, with = "double_option")]
     pub parent_id: Option<Option<WorkspaceId>>,
+    /// Replaces the tags (see [`validate_tags`]); `Some(vec![])` removes them all.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
 }
 
 mod double_option {
@@ -75,15 +95,66 @@ mod double_option {
 }
 
 pub(crate) const TABLE: &str = "workspaces";
-const COLS: [&str; 7] = [
+const COLS: [&str; 8] = [
     "tenant_id",
     "id",
     "parent_id",
     "name",
+    "tags",
     "created_by_user",
     "created_at",
     "updated_at",
 ];
+
+/// Checks and normalises workspace tags: at most [`MAX_TAGS`], each 1 to
+/// [`MAX_TAG_LEN`] characters of `a-z`, `0-9`, `_`, `-`, `:` and `.`;
+/// duplicates are dropped and the result is sorted. A bad tag is a
+/// [`CoreError::Validation`] on the field `tags`.
+///
+/// ```
+/// use saas_core::workspace::validate_tags;
+/// let tags = validate_tags(vec!["eu".into(), "region:eu-west".into(), "eu".into()])?;
+/// assert_eq!(tags, ["eu", "region:eu-west"]);
+/// assert!(validate_tags(vec!["EU".into()]).is_err());
+/// # Ok::<(), saas_core::CoreError>(())
+/// ```
+pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, CoreError> {
+    let mut out = BTreeSet::new();
+    for (i, tag) in tags.into_iter().enumerate() {
+        let ok = (1..=MAX_TAG_LEN).contains(&tag.len())
+            && tag.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'_' | b'-' | b':' | b'.')
+            });
+        if !ok {
+            return Err(CoreError::validation(
+                "tags",
+                format!(
+                    "tag {i} must be 1 to {MAX_TAG_LEN} characters of a-z, 0-9, '_', '-', ':' and '.'"
+                ),
+            ));
+        }
+        out.insert(tag);
+    }
+    if out.len() > MAX_TAGS {
+        return Err(CoreError::validation(
+            "tags",
+            format!("a workspace carries at most {MAX_TAGS} tags"),
+        ));
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn tags_to_db(tags: &[String]) -> Result<String, CoreError> {
+    serde_json::to_string(tags).map_err(|e| CoreError::Internal(e.to_string()))
+}
+
+fn tags_from_db(text: &str) -> Result<Vec<String>, CoreError> {
+    serde_json::from_str(text).map_err(|_| {
+        CoreError::Internal("stored workspace tags are not a JSON array of strings".into())
+    })
+}
 
 fn from_row(row: &Row) -> Result<Workspace, CoreError> {
     Ok(Workspace {
@@ -91,6 +162,7 @@ fn from_row(row: &Row) -> Result<Workspace, CoreError> {
         id: row.get("id")?,
         parent_id: row.get("parent_id")?,
         name: row.get("name")?,
+        tags: tags_from_db(&row.get::<String>("tags")?)?,
         created_by_user: row.get("created_by_user")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
@@ -110,13 +182,15 @@ impl Workspaces {
         Self { db }
     }
 
-    /// Creates a workspace, enforcing the tier's `max_workspaces` and [`MAX_DEPTH`].
+    /// Creates a workspace, enforcing the tier's `max_workspaces` and
+    /// [`MAX_DEPTH`]; its tags are checked by [`validate_tags`].
     pub async fn create(
         &self,
         ctx: &TenantContext,
         new: NewWorkspace,
     ) -> Result<Workspace, CoreError> {
         let name = validate_name("name", &new.name)?;
+        let tags = validate_tags(new.tags)?;
         let mut tx = self.db.begin(ctx).await?;
         let tenant_id = tx.require_tenant()?;
         // Lock the tenant row: concurrent creations queue here, so the limit holds.
@@ -150,6 +224,7 @@ impl Workspaces {
             tenant_id,
             parent_id: new.parent_id,
             name,
+            tags,
             created_by_user: ctx.principal().user_id(),
             created_at: now,
             updated_at: now,
@@ -163,6 +238,7 @@ impl Workspaces {
                     ws.id.into(),
                     ws.parent_id.map(|w| w.as_uuid()).into(),
                     ws.name.clone().into(),
+                    tags_to_db(&ws.tags)?.into(),
                     ws.created_by_user.map(|u| u.as_uuid()).into(),
                     now.into(),
                     now.into(),
@@ -175,7 +251,7 @@ impl Workspaces {
             action: "workspace.create",
             target_kind: "workspace",
             target_id: Some(ws.id.to_string()),
-            details: serde_json::json!({ "parent_id": ws.parent_id }),
+            details: serde_json::json!({ "parent_id": ws.parent_id, "tags": ws.tags }),
         })
         .await?;
         tx.commit().await?;
@@ -215,8 +291,59 @@ impl Workspaces {
         rows.iter().map(from_row).collect()
     }
 
-    /// Renames or moves a workspace. A move may not create a cycle or nest
-    /// deeper than [`MAX_DEPTH`].
+    /// Lists, like [`Workspaces::list`], only the workspaces among `ids`: an
+    /// authorization filter such as saas-policy's `Visible::Only`. The page
+    /// is cut from `ids` after the cursor and read with an `IN` list of at
+    /// most `limit` ids, so keyset pagination holds however sparse the set
+    /// and the statement stays small however large it is. Ids of other
+    /// tenants, or of workspaces deleted since, are skipped.
+    pub async fn list_among(
+        &self,
+        ctx: &TenantContext,
+        ids: &BTreeSet<WorkspaceId>,
+        after: Option<WorkspaceId>,
+        limit: u64,
+    ) -> Result<Vec<Workspace>, CoreError> {
+        let limit = usize::try_from(limit.clamp(1, 500)).unwrap_or(500);
+        let mut candidates = match after {
+            Some(a) => ids.range((Bound::Excluded(a), Bound::Unbounded)),
+            None => ids.range(..),
+        };
+        let mut tx = self.db.read(ctx).await?;
+        let tenant = tx.require_tenant()?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let chunk: Vec<WorkspaceId> = candidates
+                .by_ref()
+                .take(limit - out.len())
+                .copied()
+                .collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let rows = tx
+                .fetch_all(
+                    Query::select()
+                        .columns(COLS)
+                        .from(TABLE)
+                        .and_where(Expr::col("tenant_id").eq(tenant))
+                        .and_where(Expr::col("id").is_in(chunk))
+                        .order_by("id", Order::Asc),
+                )
+                .await?;
+            for row in &rows {
+                out.push(from_row(row)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Renames, re-tags or moves a workspace. A move may not create a cycle
+    /// or nest deeper than [`MAX_DEPTH`]. The Authorizer caches workspaces
+    /// and their tags: after a change commits, tell it
+    /// (`saas_policy::Authorizer::roles_changed`), as the reference server's
+    /// guard does for every workspace write.
     pub async fn update(
         &self,
         ctx: &TenantContext,
@@ -228,6 +355,7 @@ impl Workspaces {
             .as_deref()
             .map(|n| validate_name("name", n))
             .transpose()?;
+        let tags = patch.tags.map(validate_tags).transpose()?;
         let mut tx = self.db.begin(ctx).await?;
         let tenant = tx.require_tenant()?;
         let mut ws = get_in(&mut tx, id).await?.ok_or(CoreError::NotFound {
@@ -257,11 +385,15 @@ impl Workspaces {
         if let Some(name) = name {
             ws.name = name;
         }
+        if let Some(tags) = tags {
+            ws.tags = tags;
+        }
         ws.updated_at = tx.now();
         tx.execute(
             Query::update()
                 .table(TABLE)
                 .value("name", ws.name.clone())
+                .value("tags", tags_to_db(&ws.tags)?)
                 .value("parent_id", ws.parent_id.map(|w| w.as_uuid()))
                 .value("updated_at", ws.updated_at)
                 .and_where(Expr::col("tenant_id").eq(tenant))
@@ -273,7 +405,7 @@ impl Workspaces {
             action: "workspace.update",
             target_kind: "workspace",
             target_id: Some(id.to_string()),
-            details: serde_json::json!({ "parent_id": ws.parent_id }),
+            details: serde_json::json!({ "parent_id": ws.parent_id, "tags": ws.tags }),
         })
         .await?;
         tx.commit().await?;

@@ -4,7 +4,8 @@
 //! request makes no database round trip: per tenant its tier and
 //! entitlements, its compiled policy set (generated + custom roles + custom
 //! policies) and its workspace tree as prebuilt Cedar entities; per principal
-//! its roles as a prebuilt Cedar entity. A role or policy change drops the
+//! its roles as a prebuilt Cedar entity (workspaces carry their tags, which
+//! policies test as `resource.tags`). A role or policy change drops the
 //! tenant's entries locally and sends `NOTIFY saas_policy_invalidate` in its
 //! transaction so other replicas drop theirs when it commits
 //! ([`Authorizer::listen`]); entries also expire after a minute.
@@ -728,7 +729,10 @@ impl Authorizer {
             };
             let e = entity(
                 uid("Workspace", &w.id.to_string())?,
-                vec![("tags".into(), restricted_set(std::iter::empty()))],
+                vec![(
+                    "tags".into(),
+                    restricted_set(w.tags.iter().map(String::as_str)),
+                )],
                 vec![parent],
                 vec![],
             )?;
@@ -933,8 +937,9 @@ impl Authorizer {
     }
 
     /// Tells every replica that roles identity stores for `ctx`'s tenant
-    /// changed (a membership role, a workspace role, a key): call it after
-    /// such a change commits.
+    /// changed (a membership role, a workspace role, a key), or its
+    /// workspace tree did (a workspace created, moved, re-tagged or
+    /// deleted through saas-core): call it after such a change commits.
     pub async fn roles_changed(&self, ctx: &TenantContext) -> Result<(), PolicyError> {
         self.invalidate_local(ctx.tenant());
         let mut tx = self.inner.db.begin(ctx).await?;

@@ -250,6 +250,12 @@ mod tests {
         let admin = c.role(Level::Org, "admin").unwrap();
         assert!(!admin.permissions.contains("billing.read"));
         assert!(admin.permissions.contains("roles.assign"));
+        // Changing how long audit events are kept is for owners and admins,
+        // and a denied attempt is audited.
+        assert!(c.permission("audit.manage").is_some_and(|p| p.high_impact));
+        assert!(admin.permissions.contains("audit.manage"));
+        let member = c.role(Level::Org, "member").unwrap();
+        assert!(!member.permissions.contains("audit.manage"));
         assert_eq!(c.roles().count(), 13);
     }
 

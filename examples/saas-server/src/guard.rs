@@ -1,6 +1,7 @@
 //! Every route declares what guards it, through `Api`, the only way routes
 //! are added to the server: a tenant route names the catalogue action it
-//! needs (and whether its `{id}` is the workspace acted on), a platform route
+//! needs (and whether its `{id}` is the workspace acted on, or whether it is
+//! a list the handler narrows to where the action holds), a platform route
 //! its platform action, a public route why it is public. The tenant guard asks
 //! saas-policy's Authorizer before the handler runs, and the `Tenant` and
 //! `Authn` extractors refuse to hand out a context the guard did not approve,
@@ -17,7 +18,7 @@ use axum::response::Response;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use saas_auth::Authenticated;
 use saas_core::WorkspaceId;
-use saas_policy::{Decision, Facts, Resource};
+use saas_policy::{Decision, Facts, Resource, Visible};
 
 use crate::app::AppState;
 use crate::problem::ApiError;
@@ -43,6 +44,11 @@ pub enum Guard {
     Tenant(&'static str),
     /// A tenant action on the workspace named by the `{id}` path parameter.
     Workspace(&'static str),
+    /// A tenant action held on the organization or on at least one of its
+    /// workspaces: for a list the handler narrows to the workspaces where it
+    /// holds (a workspace-role holder lists their subtree). The guard leaves
+    /// the [`Visible`] set it computed in the request's extensions.
+    Anywhere(&'static str),
     /// A platform operator action.
     Platform(&'static str),
 }
@@ -111,7 +117,7 @@ impl Api {
         mr: MethodRouter<AppState>,
     ) -> Self {
         let mr = match guard {
-            Guard::Tenant(_) | Guard::Workspace(_) => mr.route_layer(
+            Guard::Tenant(_) | Guard::Workspace(_) | Guard::Anywhere(_) => mr.route_layer(
                 middleware::from_fn_with_state((self.state.clone(), guard), authorize_route),
             ),
             Guard::Public(_) | Guard::Platform(_) => mr,
@@ -146,14 +152,16 @@ impl Api {
 }
 
 /// The guard of a tenant route: decide the declared action on the
-/// organization or the workspace in the path.
+/// organization or the workspace in the path; for [`Guard::Anywhere`], a
+/// denial on the organization still lets through a caller who holds the
+/// action on some workspace.
 async fn authorize_route(
     State((state, guard)): State<(AppState, Guard)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let (action, resource) = match guard {
-        Guard::Tenant(a) => (a, Resource::Org),
+        Guard::Tenant(a) | Guard::Anywhere(a) => (a, Resource::Org),
         Guard::Workspace(a) => {
             let (mut parts, body) = req.into_parts();
             let params = parts
@@ -185,28 +193,25 @@ async fn authorize_route(
         ip: meta.ip.as_deref().and_then(|ip| ip.parse().ok()),
         mfa_at: who.mfa_at,
     };
-    match state
+    let decision = state
         .policy()
         .authorize_with(&who.ctx, action, &resource, &facts)
-        .await?
-    {
-        Decision::Allow(_) => {
-            req.extensions_mut().insert(Authorized { action });
-            let writes = req.method() != Method::GET;
-            let res = next.run(req).await;
-            // Roles identity stores, and the workspace tree, are cached by
-            // the Authorizer: drop the tenant's entries on every replica.
-            // A failure here leaves the one-minute TTL as the backstop; the
-            // change itself has committed, so the answer stays a success.
-            if writes
-                && res.status().is_success()
-                && CHANGES_GRANTS.contains(&action)
-                && let Err(e) = state.policy().roles_changed(&who.ctx).await
-            {
-                tracing::warn!(error = %e, "authorization cache invalidation failed");
-            }
-            Ok(res)
+        .await?;
+    let somewhere = match (&decision, guard) {
+        (Decision::Deny(_), Guard::Anywhere(_)) => {
+            let visible = state
+                .policy()
+                .visible_workspaces(&who.ctx, action, &facts)
+                .await?;
+            let any = !matches!(&visible, Visible::Only(ids) if ids.is_empty());
+            req.extensions_mut().insert(visible);
+            any
         }
+        _ => false,
+    };
+    match decision {
+        Decision::Allow(_) => run_allowed(&state, &who, action, req, next).await,
+        Decision::Deny(_) if somewhere => run_allowed(&state, &who, action, req, next).await,
         // A workspace of another tenant (or none) is not found, as before the
         // guard: no existence oracle across the wall.
         Decision::Deny(why)
@@ -229,6 +234,32 @@ async fn authorize_route(
         )
         .with("action", serde_json::json!(action))),
     }
+}
+
+/// Runs the handler of an allowed request, then drops what the Authorizer
+/// caches about the tenant if the request changed it.
+async fn run_allowed(
+    state: &AppState,
+    who: &Authenticated,
+    action: &'static str,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    req.extensions_mut().insert(Authorized { action });
+    let writes = req.method() != Method::GET;
+    let res = next.run(req).await;
+    // Roles identity stores, and the workspace tree with its tags, are
+    // cached by the Authorizer: drop the tenant's entries on every replica.
+    // A failure here leaves the one-minute TTL as the backstop; the change
+    // itself has committed, so the answer stays a success.
+    if writes
+        && res.status().is_success()
+        && CHANGES_GRANTS.contains(&action)
+        && let Err(e) = state.policy().roles_changed(&who.ctx).await
+    {
+        tracing::warn!(error = %e, "authorization cache invalidation failed");
+    }
+    Ok(res)
 }
 
 fn bad_id() -> ApiError {

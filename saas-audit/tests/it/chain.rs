@@ -188,6 +188,7 @@ both_backends! {
         let log = log(&t);
         for ctx in [&a, &b] {
             log.record(ctx, event(1).personal(None, saas_audit::PersonalData { ip: Some("192.0.2.1".into()), ..Default::default() })).await.unwrap();
+            log.set_retention(ctx, 365).await.unwrap();
             log.checkpoint(ctx).await.unwrap();
         }
         let tenants = saas_core::tenant::Tenants::new(t.db.clone());
@@ -196,7 +197,7 @@ both_backends! {
         tenants.purge(&p, a.tenant()).await.unwrap();
         let insp = t.inspector().await;
         let tables = insp.tenant_tables().await;
-        assert!(tables.contains(&"audit_events".to_string()));
+        assert!(tables.contains(&"audit_events".to_string()) && tables.contains(&"audit_settings".to_string()));
         for table in &tables {
             assert_eq!(insp.count_where(table, "tenant_id", a.tenant().as_uuid()).await, 0, "{table}");
         }

@@ -17,14 +17,14 @@ both_backends! {
         let p = t.platform();
         let ctx = t.tenant("acme", Tier::Individual).await; // create + activate on the platform chain
         let ws = Workspaces::new(t.db.clone());
-        let w = ws.create(&ctx, NewWorkspace { name: "a".into(), parent_id: None }).await.unwrap();
+        let w = ws.create(&ctx, NewWorkspace { name: "a".into(), parent_id: None, tags: Vec::new() }).await.unwrap();
         ws.delete(&ctx, w.id).await.unwrap();
         TenantConfigs::new(t.db.clone()).put(&ctx, serde_json::json!({"x": 1}), None).await.unwrap();
         // A refused change leaves no audit event behind.
         for i in 0..3 {
-            ws.create(&ctx, NewWorkspace { name: format!("w{i}"), parent_id: None }).await.unwrap();
+            ws.create(&ctx, NewWorkspace { name: format!("w{i}"), parent_id: None, tags: Vec::new() }).await.unwrap();
         }
-        assert!(ws.create(&ctx, NewWorkspace { name: "over the limit".into(), parent_id: None }).await.is_err());
+        assert!(ws.create(&ctx, NewWorkspace { name: "over the limit".into(), parent_id: None, tags: Vec::new() }).await.is_err());
         Tenants::new(t.db.clone()).suspend(&p, ctx.tenant(), "billing").await.unwrap();
 
         let tenant_actions: Vec<String> = log.query(&ctx, &AuditQuery::default()).await.unwrap().records.iter().rev().map(|r| r.event.action.clone()).collect();

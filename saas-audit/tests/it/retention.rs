@@ -1,5 +1,9 @@
 use chrono::Duration;
-use saas_audit::{AuditQuery, ChainProblem, verify_export};
+use saas_audit::{
+    AuditError, AuditLog, AuditQuery, ChainProblem, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS,
+    MIN_RETENTION_DAYS, verify_export,
+};
+use saas_core::TenantContext;
 use saas_core::clock::Clock;
 use saas_core::db::Backend;
 use saas_core::tenant::Tier;
@@ -69,4 +73,139 @@ both_backends! {
         let report = log.verify(&ctx, 1).await.unwrap();
         assert_eq!(report.problem, Some(ChainProblem::UnrecordedPrune { up_to_seq: 5 }), "{report:?}");
     }
+
+    async fn a_tenant_without_a_setting_keeps_its_events_seven_years(t) {
+        let ctx = t.tenant("acme", Tier::Team).await;
+        let log = log(&t);
+        assert_eq!(DEFAULT_RETENTION_DAYS, 7 * 365 + 2);
+        assert_eq!(log.retention(&ctx).await.unwrap(), DEFAULT_RETENTION_DAYS);
+        for i in 0..3 {
+            log.record(&ctx, event(i)).await.unwrap();
+        }
+        t.clock.advance(Duration::days(i64::from(DEFAULT_RETENTION_DAYS) - 1));
+        assert!(log.prune_expired(&ctx, &mut Vec::new()).await.unwrap().is_none(), "a day short of seven years");
+        t.clock.advance(Duration::days(2));
+        let report = log.prune_expired(&ctx, &mut Vec::new()).await.unwrap().unwrap();
+        assert_eq!((report.up_to_seq, report.events), (3, 3));
+        assert!(log.verify(&ctx, 1).await.unwrap().is_valid());
+    }
+
+    async fn a_retention_setting_is_kept_and_belongs_to_its_tenant_only(t) {
+        let (a, b) = t.two_tenants().await;
+        let log = log(&t);
+        log.set_retention(&a, 90).await.unwrap().unwrap();
+        assert_eq!(log.retention(&a).await.unwrap(), 90);
+        assert_eq!(log.retention(&b).await.unwrap(), DEFAULT_RETENTION_DAYS, "A's setting is not B's");
+        log.set_retention(&b, 400).await.unwrap().unwrap();
+        assert_eq!((log.retention(&a).await.unwrap(), log.retention(&b).await.unwrap()), (90, 400));
+        // The setting is stored, not held by this AuditLog value.
+        let again = AuditLog::new(t.db.clone(), crate::signer());
+        assert_eq!(again.retention(&a).await.unwrap(), 90);
+        // Setting the stored value again writes nothing.
+        assert!(log.set_retention(&a, 90).await.unwrap().is_none());
+        assert_eq!(changes(&log, &a).await.len(), 1);
+        assert_eq!(changes(&log, &b).await.len(), 1);
+        let insp = t.inspector().await;
+        assert_eq!(insp.count_where("audit_settings", "tenant_id", a.tenant().as_uuid()).await, 1);
+        assert_eq!(insp.count_where("audit_settings", "tenant_id", b.tenant().as_uuid()).await, 1);
+    }
+
+    async fn one_tenants_retention_does_not_change_what_another_tenant_prunes(t) {
+        let (a, b) = t.two_tenants().await;
+        let log = log(&t);
+        log.set_retention(&a, 30).await.unwrap().unwrap();
+        for ctx in [&a, &b] {
+            for i in 0..4 {
+                log.record(ctx, event(i)).await.unwrap();
+            }
+        }
+        t.clock.advance(Duration::days(31));
+        let pruned = log.prune_expired(&a, &mut Vec::new()).await.unwrap().unwrap();
+        assert_eq!((pruned.up_to_seq, pruned.events), (5, 5), "A's change and four events are past 30 days");
+        assert!(log.prune_expired(&b, &mut Vec::new()).await.unwrap().is_none(), "B keeps seven years");
+        let insp = t.inspector().await;
+        assert_eq!(insp.count_where("audit_events", "tenant_id", b.tenant().as_uuid()).await, 4);
+        assert_eq!(insp.count_where("audit_events", "tenant_id", a.tenant().as_uuid()).await, 1, "only A's audit.pruned is left");
+        assert!(log.verify(&a, 1).await.unwrap().is_valid());
+        assert!(log.verify(&b, 1).await.unwrap().is_valid());
+    }
+
+    async fn prune_expired_removes_only_what_is_older_than_the_tenants_period(t) {
+        let ctx = t.tenant("acme", Tier::Team).await;
+        let log = log(&t);
+        log.set_retention(&ctx, 60).await.unwrap().unwrap();
+        for i in 0..5 {
+            log.record(&ctx, event(i)).await.unwrap();
+        }
+        t.clock.advance(Duration::days(30));
+        for i in 5..8 {
+            log.record(&ctx, event(i)).await.unwrap();
+        }
+        t.clock.advance(Duration::days(29));
+        assert!(log.prune_expired(&ctx, &mut Vec::new()).await.unwrap().is_none(), "59 days old: kept");
+        t.clock.advance(Duration::days(2));
+        let mut archive = Vec::new();
+        let first = log.prune_expired(&ctx, &mut archive).await.unwrap().unwrap();
+        assert_eq!((first.up_to_seq, first.events), (6, 6), "the change and the five events 61 days old");
+        let offline = verify_export(&archive[..], Some(log.signer())).unwrap();
+        assert!(offline.is_valid() && offline.checkpoint_seq == Some(6), "{offline:?}");
+        // The three younger events (31 days old) stay until they pass 60 days.
+        assert!(log.prune_expired(&ctx, &mut Vec::new()).await.unwrap().is_none());
+        t.clock.advance(Duration::days(30));
+        let second = log.prune_expired(&ctx, &mut Vec::new()).await.unwrap().unwrap();
+        assert_eq!((second.up_to_seq, second.events), (9, 3));
+        assert!(log.verify(&ctx, 1).await.unwrap().is_valid());
+    }
+
+    async fn a_retention_outside_thirty_days_to_a_hundred_years_is_refused(t) {
+        let ctx = t.tenant("acme", Tier::Team).await;
+        let log = log(&t);
+        assert_eq!((MIN_RETENTION_DAYS, MAX_RETENTION_DAYS), (30, 100 * 365 + 25));
+        for days in [0, 1, MIN_RETENTION_DAYS - 1, MAX_RETENTION_DAYS + 1, u32::MAX] {
+            match log.set_retention(&ctx, days).await {
+                Err(AuditError::Invalid(m)) => assert!(m.contains("between 30 and 36525 days"), "{m}"),
+                other => panic!("{days} days: {other:?}"),
+            }
+        }
+        assert_eq!(log.retention(&ctx).await.unwrap(), DEFAULT_RETENTION_DAYS);
+        assert!(changes(&log, &ctx).await.is_empty(), "a refused change records nothing");
+        for days in [MIN_RETENTION_DAYS, MAX_RETENTION_DAYS] {
+            log.set_retention(&ctx, days).await.unwrap().unwrap();
+            assert_eq!(log.retention(&ctx).await.unwrap(), days);
+        }
+    }
+
+    async fn a_retention_change_is_recorded_in_the_tenants_chain_which_still_verifies(t) {
+        let (a, b) = t.two_tenants().await;
+        let log = log(&t);
+        log.record(&a, event(1)).await.unwrap();
+        let first = log.set_retention(&a, 365).await.unwrap().unwrap();
+        assert_eq!(first.seq, 2);
+        log.record(&a, event(2)).await.unwrap();
+        log.set_retention(&a, 3650).await.unwrap().unwrap();
+        let records = changes(&log, &a).await;
+        let details: Vec<serde_json::Value> = records.iter().map(|r| serde_json::from_str(&r.event.details).unwrap()).collect();
+        assert_eq!(details, [
+            serde_json::json!({"old_days": 365, "new_days": 3650}),
+            serde_json::json!({"old_days": DEFAULT_RETENTION_DAYS, "new_days": 365}),
+        ]);
+        let who = a.principal().user_id().unwrap().to_string();
+        assert!(records.iter().all(|r| r.event.actor.id.as_deref() == Some(who.as_str()) && r.event.target.kind == "audit_log"));
+        assert!(changes(&log, &b).await.is_empty(), "nothing lands in B's chain");
+        log.checkpoint(&a).await.unwrap().unwrap();
+        let v = log.verify(&a, 1).await.unwrap();
+        assert!(v.is_valid() && v.checked == 4, "{v:?}");
+        let mut export = Vec::new();
+        log.export(&a, 1, None, &mut export).await.unwrap();
+        assert!(verify_export(&export[..], Some(log.signer())).unwrap().is_valid());
+    }
+}
+
+/// The tenant's `audit.retention_changed` events, newest first.
+async fn changes(log: &AuditLog, ctx: &TenantContext) -> Vec<saas_audit::AuditRecord> {
+    let q = AuditQuery {
+        action: Some(saas_audit::RETENTION_CHANGED_ACTION.into()),
+        ..Default::default()
+    };
+    log.query(ctx, &q).await.unwrap().records
 }

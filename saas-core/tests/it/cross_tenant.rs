@@ -30,19 +30,19 @@ both_backends! {
         for w in &b_ws {
             assert!(matches!(ws.get(&a, w.id).await, Err(CoreError::NotFound { .. })));
             assert!(matches!(
-                ws.update(&a, w.id, WorkspacePatch { name: Some("pwned".into()), parent_id: None }).await,
+                ws.update(&a, w.id, WorkspacePatch { name: Some("pwned".into()), ..WorkspacePatch::default() }).await,
                 Err(CoreError::NotFound { .. })
             ));
             assert!(matches!(ws.delete(&a, w.id).await, Err(CoreError::NotFound { .. })));
             assert!(matches!(
-                ws.create(&a, NewWorkspace { name: "child".into(), parent_id: Some(w.id) }).await,
+                ws.create(&a, NewWorkspace { name: "child".into(), parent_id: Some(w.id), tags: Vec::new() }).await,
                 Err(CoreError::NotFound { .. })
             ));
         }
         // Moving one of A's workspaces under one of B's is refused too.
         let own = ws.list(&a, None, 100).await.unwrap();
         assert!(matches!(
-            ws.update(&a, own[0].id, WorkspacePatch { name: None, parent_id: Some(Some(b_ws[0].id)) }).await,
+            ws.update(&a, own[0].id, WorkspacePatch { parent_id: Some(Some(b_ws[0].id)), ..WorkspacePatch::default() }).await,
             Err(CoreError::NotFound { .. })
         ));
         assert!(own.iter().all(|w| w.tenant_id == a.tenant()));

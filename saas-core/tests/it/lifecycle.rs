@@ -41,9 +41,9 @@ both_backends! {
     async fn a_suspended_tenant_keeps_its_data_but_refuses_writes(t) {
         let ctx = t.tenant("susp", Tier::Team).await;
         let ws = Workspaces::new(t.db.clone());
-        let w = ws.create(&ctx, NewWorkspace { name: "kept".into(), parent_id: None }).await.unwrap();
+        let w = ws.create(&ctx, NewWorkspace { name: "kept".into(), parent_id: None, tags: Vec::new() }).await.unwrap();
         Tenants::new(t.db.clone()).suspend(&t.platform(), ctx.tenant(), "audit").await.unwrap();
-        let err = ws.create(&ctx, NewWorkspace { name: "new".into(), parent_id: None }).await.unwrap_err();
+        let err = ws.create(&ctx, NewWorkspace { name: "new".into(), parent_id: None, tags: Vec::new() }).await.unwrap_err();
         assert_eq!(err.code(), "tenant_suspended");
         assert_eq!(ws.get(&ctx, w.id).await.unwrap().name, "kept");
     }

@@ -32,6 +32,7 @@ pub(crate) async fn populate(db: &Db, ctx: &TenantContext) -> Vec<Workspace> {
             NewWorkspace {
                 name: "Division".into(),
                 parent_id: None,
+                tags: Vec::new(),
             },
         )
         .await
@@ -42,6 +43,7 @@ pub(crate) async fn populate(db: &Db, ctx: &TenantContext) -> Vec<Workspace> {
             NewWorkspace {
                 name: "Team".into(),
                 parent_id: Some(root.id),
+                tags: Vec::new(),
             },
         )
         .await

@@ -10,6 +10,7 @@
 
 mod admin;
 mod matrix;
+mod tags;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,6 +83,7 @@ pub(crate) async fn tree(t: &TestDb, ctx: &TenantContext) -> Tree {
     let mk = |name: &str, parent: Option<WorkspaceId>| NewWorkspace {
         name: name.into(),
         parent_id: parent,
+        tags: Vec::new(),
     };
     let root = ws.create(ctx, mk("root", None)).await.unwrap().id;
     let child = ws.create(ctx, mk("child", Some(root))).await.unwrap().id;

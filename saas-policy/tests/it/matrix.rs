@@ -292,7 +292,7 @@ both_backends! {
         // Past the prebuilt size the request builds the chain itself.
         let ws = saas_core::workspace::Workspaces::new(t.db.clone());
         for i in 0..260 {
-            ws.create(&org, saas_core::workspace::NewWorkspace { name: format!("w{i}"), parent_id: Some(tr.sibling_root) }).await.unwrap();
+            ws.create(&org, saas_core::workspace::NewWorkspace { name: format!("w{i}"), parent_id: Some(tr.sibling_root), tags: Vec::new() }).await.unwrap();
         }
         let ctx = user(&grants, &org, Grants { workspace_roles: vec![(tr.child, "data_analyst".into())], ..Grants::default() });
         assert!(authz.authorize(&ctx, "export_data", &Resource::Workspace(tr.grandchild)).await.unwrap().is_allowed());

@@ -1,18 +1,23 @@
 //! Tenant-scoped routes. Every one sits behind [`crate::auth::tenant_scope`],
 //! so no handler here runs without a resolved, active tenant.
+//!
+//! `GET /api/workspaces` answers with the workspaces the caller may read:
+//! its guard lets through anyone who holds `workspaces.read` somewhere, and
+//! the handler turns the Authorizer's visible set into the query's filter.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::{Extension, Json};
 use saas_core::WorkspaceId;
 use saas_core::config::ConfigVersion;
 use saas_core::workspace::{NewWorkspace, Workspace, WorkspacePatch};
+use saas_policy::Visible;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::auth::{Tenant, tenant_scope};
-use crate::guard::{Api, Guard};
+use crate::auth::{Authn, Meta, Tenant, tenant_scope};
+use crate::guard::{Api, Guard, facts_of};
 use crate::problem::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::platform::TenantView;
 use crate::routes::{DEFAULT_LIMIT, Page};
@@ -20,7 +25,7 @@ use crate::routes::{DEFAULT_LIMIT, Page};
 pub(crate) fn router(state: AppState) -> Api {
     Api::new(state.clone())
         .get("/api/tenant", Guard::Tenant("org.read"), current)
-        .get("/api/workspaces", Guard::Tenant("workspaces.read"), list)
+        .get("/api/workspaces", Guard::Anywhere(LIST_ACTION), list)
         .post(
             "/api/workspaces",
             Guard::Tenant("workspaces.create"),
@@ -63,6 +68,16 @@ pub(crate) fn router(state: AppState) -> Api {
             Guard::Tenant("audit.read"),
             super::audit::tenant_verify,
         )
+        .get(
+            "/api/audit-logs/retention",
+            Guard::Tenant("audit.read"),
+            super::audit::tenant_retention,
+        )
+        .put(
+            "/api/audit-logs/retention",
+            Guard::Tenant("audit.manage"),
+            super::audit::tenant_set_retention,
+        )
         .route_layer(|r| r.route_layer(middleware::from_fn_with_state(state, tenant_scope)))
 }
 
@@ -73,26 +88,47 @@ async fn current(
     Ok(Json(s.tenants().current(&ctx).await?.into()))
 }
 
+/// What listing workspaces needs, on each workspace listed.
+const LIST_ACTION: &str = "workspaces.read";
+
+/// The workspaces the caller may read, by id, a page at a time. The visible
+/// set filters the query itself (keyset pages are cut from it), so a page
+/// is never short for rows the caller may not see.
 async fn list(
     State(s): State<AppState>,
-    Tenant(ctx): Tenant,
+    Authn(who): Authn,
+    Meta(meta): Meta,
+    from_guard: Option<Extension<Visible>>,
     ApiQuery(page): ApiQuery<Page<WorkspaceId>>,
 ) -> Result<Json<Vec<Workspace>>, ApiError> {
-    Ok(Json(
-        s.workspaces()
-            .list(&ctx, page.after, page.limit.unwrap_or(DEFAULT_LIMIT))
-            .await?,
-    ))
+    let visible = match from_guard {
+        Some(Extension(v)) => v,
+        None => {
+            s.policy()
+                .visible_workspaces(&who.ctx, LIST_ACTION, &facts_of(&who, &meta))
+                .await?
+        }
+    };
+    let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
+    let rows = match visible {
+        Visible::All => s.workspaces().list(&who.ctx, page.after, limit).await?,
+        Visible::Only(ids) => {
+            s.workspaces()
+                .list_among(&who.ctx, &ids, page.after, limit)
+                .await?
+        }
+    };
+    Ok(Json(rows))
 }
 
 async fn create(
     State(s): State<AppState>,
     Tenant(ctx): Tenant,
-    ApiJson(body): ApiJson<NewWorkspace>,
+    ApiJson(new): ApiJson<NewWorkspace>,
 ) -> Result<(StatusCode, Json<Workspace>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(s.workspaces().create(&ctx, body).await?),
+        Json(s.workspaces().create(&ctx, new).await?),
     ))
 }
 

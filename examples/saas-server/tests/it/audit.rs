@@ -6,7 +6,7 @@ use saas_test_support::both_backends;
 use serde_json::json;
 use tower::ServiceExt;
 
-use crate::Harness;
+use crate::{Harness, s};
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -115,6 +115,123 @@ both_backends! {
         let actions: Vec<String> = h.call(Method::GET, "/api/audit-logs", Some(&a), None).await.body["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).filter(|a| a != "policy.break_glass.action").collect();
         assert_eq!(actions, ["audit.pruned", "workspace.create"]);
         h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({"retention_days": 0}))).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    async fn an_owner_reads_and_sets_the_audit_retention_and_a_plain_member_may_not(t) {
+        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), ..crate::test_config() }).await;
+        let a = h.tenant("alpha").await;
+        let b = h.tenant("bravo").await;
+        let (owner, _, _) = h.mfa_member(&a, "olga@example.com", "owner").await;
+        h.member(&a, "mia@example.com", "member").await;
+        let mia = s(&h.login(&a, "mia@example.com").await, "access_token");
+
+        let r = h.call_as(Some(&owner), Method::GET, "/api/audit-logs/retention", Some(&a), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body, json!({"retention_days": 2557, "default_days": 2557, "min_days": 30, "max_days": 36525}));
+        let r = h.call_as(Some(&owner), Method::PUT, "/api/audit-logs/retention", Some(&a), Some(json!({"retention_days": 365}))).await;
+        assert_eq!((r.status, &r.body["retention_days"]), (StatusCode::OK, &json!(365)), "{}", r.body);
+        let r = h.call_as(Some(&owner), Method::GET, "/api/audit-logs/retention", Some(&a), None).await;
+        assert_eq!(r.body["retention_days"], 365);
+        // The change is in A's chain, by the owner, and the chain verifies.
+        let logs = h.call_as(Some(&owner), Method::GET, "/api/audit-logs?action=audit.retention_changed", Some(&a), None).await;
+        let records = logs.body["records"].as_array().unwrap();
+        assert_eq!(records.len(), 1, "{}", logs.body);
+        let details: serde_json::Value = serde_json::from_str(records[0]["details"].as_str().unwrap()).unwrap();
+        assert_eq!(details, json!({"old_days": 2557, "new_days": 365}));
+        assert_eq!(records[0]["actor"]["kind"], "user");
+        let verify = h.call_as(Some(&owner), Method::GET, "/api/audit-logs/verify", Some(&a), None).await;
+        assert_eq!(verify.body["problem"], serde_json::Value::Null, "{}", verify.body);
+        // B keeps the default.
+        assert_eq!(h.call(Method::GET, "/api/audit-logs/retention", Some(&b), None).await.body["retention_days"], 2557);
+
+        // A plain member can neither read nor change it.
+        let r = h.call_as(Some(&mia), Method::GET, "/api/audit-logs/retention", Some(&a), None).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(r.body["action"], "audit.read");
+        let r = h.call_as(Some(&mia), Method::PUT, "/api/audit-logs/retention", Some(&a), Some(json!({"retention_days": 30}))).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(r.body["action"], "audit.manage");
+        assert_eq!(h.call_as(Some(&owner), Method::GET, "/api/audit-logs/retention", Some(&a), None).await.body["retention_days"], 365);
+    }
+
+    async fn an_audit_retention_out_of_range_is_refused_with_a_validation_problem(t) {
+        let h = Harness::new(t).await;
+        let a = h.tenant("alpha").await;
+        for days in [0, 29, 36526] {
+            let r = h.call(Method::PUT, "/api/audit-logs/retention", Some(&a), Some(json!({"retention_days": days}))).await;
+            r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+            assert_eq!(r.body["field"], "retention_days", "{}", r.body);
+            assert!(r.body["detail"].as_str().unwrap().contains("between 30 and 36525 days"), "{}", r.body);
+        }
+        for body in [json!({"retention_days": -1}), json!({"retention_days": "long"}), json!({}), json!({"retention_days": 90, "extra": 1})] {
+            h.call(Method::PUT, "/api/audit-logs/retention", Some(&a), Some(body)).await
+                .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+        }
+        assert_eq!(h.call(Method::GET, "/api/audit-logs/retention", Some(&a), None).await.body["retention_days"], 2557);
+        let logs = h.call(Method::GET, "/api/audit-logs?action=audit.retention_changed", Some(&a), None).await;
+        assert_eq!(logs.body["records"], json!([]), "a refused change records nothing");
+    }
+
+    async fn an_operator_prune_without_retention_days_keeps_to_the_tenants_own_setting(t) {
+        let dir = std::env::temp_dir().join(format!("saas-prune-{}", uuid::Uuid::now_v7()));
+        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), data_dir: dir.clone(), ..crate::test_config() }).await;
+        let a = h.tenant("alpha").await;
+        let b = h.tenant("bravo").await;
+        let r = h.call(Method::PUT, "/api/audit-logs/retention", Some(&a), Some(json!({"retention_days": 30}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        for tenant in [&a, &b] {
+            for i in 0..3 {
+                h.call(Method::POST, "/api/workspaces", Some(tenant), Some(json!({"name": format!("w{i}")}))).await;
+            }
+        }
+        h.t.clock.advance(chrono::Duration::days(29));
+        let r = h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({}))).await;
+        assert_eq!((r.status, &r.body["pruned"]), (StatusCode::OK, &json!(false)), "29 days old: kept");
+        h.t.clock.advance(chrono::Duration::days(2));
+        h.call(Method::POST, "/api/workspaces", Some(&a), Some(json!({"name": "fresh"}))).await;
+        let r = h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({}))).await;
+        assert_eq!((r.status, &r.body["pruned"]), (StatusCode::OK, &json!(true)), "{}", r.body);
+        let path = std::path::PathBuf::from(r.body["archive"].as_str().unwrap());
+        assert_eq!(path.file_name().unwrap().to_str().unwrap(), format!("{a}-{}.jsonl", r.body["report"]["up_to_seq"]));
+        let archive = std::fs::read(&path).unwrap();
+        let signer = saas_audit::CheckpointSigner::new("server", &hex::decode(KEY).unwrap()).unwrap();
+        let offline = saas_audit::verify_export(&archive[..], Some(&signer)).unwrap();
+        assert!(offline.is_valid() && offline.checked == r.body["report"]["events"].as_u64().unwrap(), "{offline:?}");
+        let actions: Vec<String> = h.call(Method::GET, "/api/audit-logs", Some(&a), None).await.body["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).filter(|a| a != "policy.break_glass.action").collect();
+        assert_eq!(actions, ["audit.pruned", "workspace.create"], "the setting's change and the old creations are archived");
+        assert_eq!(h.call(Method::GET, "/api/audit-logs/verify", Some(&a), None).await.body["problem"], serde_json::Value::Null);
+        // B keeps the default seven years: nothing of it is pruned.
+        let r = h.call(Method::POST, &format!("/api/tenants/{b}/audit/prune"), None, Some(json!({}))).await;
+        assert_eq!(r.body["pruned"], false, "{}", r.body);
+        let b_creations = h.call(Method::GET, "/api/audit-logs?action=workspace.create", Some(&b), None).await;
+        assert_eq!(b_creations.body["records"].as_array().unwrap().len(), 3);
+        // Only finished archives are left in the folder.
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, [path.file_name().unwrap().to_str().unwrap()]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    async fn a_prune_whose_archive_cannot_be_created_deletes_nothing(t) {
+        let dir = std::env::temp_dir().join(format!("saas-prune-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A file stands where the archive folder should be.
+        std::fs::write(dir.join("audit-archive"), b"in the way").unwrap();
+        let h = Harness::with_config(t, Config { audit_key: Some(KEY.into()), data_dir: dir.clone(), ..crate::test_config() }).await;
+        let a = h.tenant("alpha").await;
+        for i in 0..3 {
+            h.call(Method::POST, "/api/workspaces", Some(&a), Some(json!({"name": format!("w{i}")}))).await;
+        }
+        h.t.clock.advance(chrono::Duration::days(2));
+        let r = h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({"retention_days": 1}))).await;
+        r.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "archive_write_failed");
+        let creations = h.call(Method::GET, "/api/audit-logs?action=workspace.create", Some(&a), None).await;
+        assert_eq!(creations.body["records"].as_array().unwrap().len(), 3, "nothing was pruned");
+        let pruned = h.call(Method::GET, "/api/audit-logs?action=audit.pruned", Some(&a), None).await;
+        assert_eq!(pruned.body["records"], json!([]));
+        // A retention reaching before the calendar is refused, not a panic.
+        h.call(Method::POST, &format!("/api/tenants/{a}/audit/prune"), None, Some(json!({"retention_days": u32::MAX}))).await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -61,7 +61,7 @@ both_backends! {
             assert!(!path.contains('{'), "unfilled parameter in {}", spec.path);
             let body = matches!(spec.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE).then(|| json!({}));
             match spec.guard {
-                Guard::Tenant(action) | Guard::Workspace(action) => {
+                Guard::Tenant(action) | Guard::Workspace(action) | Guard::Anywhere(action) => {
                     assert!(h.state.policy().engine().catalogue().permission(action).is_some(), "{} {} declares {action}, which is not in the catalogue", spec.method, spec.path);
                     let r = h.call_as(Some(&nobody), spec.method.clone(), &path, Some(&tenant), body).await;
                     assert_eq!((r.status, r.body["code"].as_str(), r.body["action"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden"), Some(action)),

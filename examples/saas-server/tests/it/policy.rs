@@ -211,3 +211,140 @@ both_backends! {
         assert!(r.status.is_success(), "{}", r.body);
     }
 }
+
+/// The ids of a JSON array of workspaces, in the order given.
+fn ids(body: &serde_json::Value) -> Vec<String> {
+    body.as_array()
+        .unwrap_or_else(|| panic!("not a list: {body}"))
+        .iter()
+        .map(|w| s(w, "id"))
+        .collect()
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn the_workspace_list_holds_only_what_the_caller_may_read(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        let other = h.tenant("other").await;
+        let mk = |name: &'static str, parent: Option<String>| json!({"name": name, "parent_id": parent});
+        let root = s(&h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(mk("root", None))).await.body, "id");
+        let child = s(&h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(mk("child", Some(root.clone())))).await.body, "id");
+        let grandchild = s(&h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(mk("grandchild", Some(child.clone())))).await.body, "id");
+        let sibling = s(&h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(mk("sibling", None))).await.body, "id");
+        let theirs = s(&h.call(Method::POST, "/api/workspaces", Some(&other), Some(mk("theirs", None))).await.body, "id");
+        let mut all = vec![root.clone(), child.clone(), grandchild.clone(), sibling.clone()];
+        all.sort();
+        // An organization admin sees every workspace.
+        let (admin, _, _) = h.mfa_member(&tenant, "ada@example.com", "admin").await;
+        let r = h.call_as(Some(&admin), Method::GET, "/api/workspaces", Some(&tenant), None).await;
+        assert_eq!((r.status, ids(&r.body)), (StatusCode::OK, all.clone()), "{}", r.body);
+        // A billing admin holds no workspaces.read in the organization, only
+        // a data-analyst role on the child: the child and what is nested under it.
+        let bea = h.member(&tenant, "bea@example.com", "billing_admin").await;
+        let r = h.call_as(Some(&admin), Method::PUT, &format!("/api/workspaces/{child}/members/{bea}"), Some(&tenant), Some(json!({"role": "data_analyst"}))).await;
+        assert!(r.status.is_success(), "{}", r.body);
+        let bea_token = s(&h.login(&tenant, "bea@example.com").await, "access_token");
+        let mut subtree = vec![child.clone(), grandchild.clone()];
+        subtree.sort();
+        let r = h.call_as(Some(&bea_token), Method::GET, "/api/workspaces", Some(&tenant), None).await;
+        assert_eq!((r.status, ids(&r.body)), (StatusCode::OK, subtree.clone()), "{}", r.body);
+        // Keyset pages are cut from what she may see: one at a time, then none.
+        let first = h.call_as(Some(&bea_token), Method::GET, "/api/workspaces?limit=1", Some(&tenant), None).await;
+        assert_eq!(ids(&first.body), subtree[..1]);
+        let second = h.call_as(Some(&bea_token), Method::GET, &format!("/api/workspaces?limit=1&after={}", subtree[0]), Some(&tenant), None).await;
+        assert_eq!(ids(&second.body), subtree[1..]);
+        let done = h.call_as(Some(&bea_token), Method::GET, &format!("/api/workspaces?limit=1&after={}", subtree[1]), Some(&tenant), None).await;
+        assert!(ids(&done.body).is_empty(), "{}", done.body);
+        // The admin's pages cover everything, in the same order.
+        let page = h.call_as(Some(&admin), Method::GET, &format!("/api/workspaces?limit=2&after={}", all[1]), Some(&tenant), None).await;
+        assert_eq!(ids(&page.body), all[2..]);
+        // The single reads agree with the list.
+        for w in &all {
+            let r = h.call_as(Some(&bea_token), Method::GET, &format!("/api/workspaces/{w}"), Some(&tenant), None).await;
+            assert_eq!(r.status == StatusCode::OK, subtree.contains(w), "{w}: {}", r.body);
+        }
+        // Losing the role empties the list at once, and then the route refuses.
+        let r = h.call_as(Some(&admin), Method::DELETE, &format!("/api/workspaces/{child}/members/{bea}"), Some(&tenant), None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        h.call_as(Some(&bea_token), Method::GET, "/api/workspaces", Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        // A member of another organization sees nothing of this one, and only
+        // their own organization's workspaces there.
+        h.member(&other, "zed@example.com", "admin").await;
+        let zed = s(&h.login(&other, "zed@example.com").await, "access_token");
+        let r = h.call_as(Some(&zed), Method::GET, "/api/workspaces", Some(&tenant), None).await;
+        assert!(r.status.is_client_error(), "{}: {}", r.status, r.body);
+        assert!(all.iter().all(|w| !r.body.to_string().contains(w.as_str())), "{}", r.body);
+        let r = h.call_as(Some(&zed), Method::GET, "/api/workspaces", Some(&other), None).await;
+        assert_eq!((r.status, ids(&r.body)), (StatusCode::OK, vec![theirs]), "{}", r.body);
+    }
+
+    async fn workspace_tags_round_trip_feed_policies_and_bad_tags_are_a_422(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        // Tags are sorted and deduplicated on the way in, and read back everywhere.
+        let r = h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "eu", "tags": ["region:eu-west", "eu", "eu"]}))).await;
+        assert_eq!((r.status, &r.body["tags"]), (StatusCode::CREATED, &json!(["eu", "region:eu-west"])), "{}", r.body);
+        let eu = s(&r.body, "id");
+        let r = h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "plain"}))).await;
+        assert_eq!((r.status, &r.body["tags"]), (StatusCode::CREATED, &json!([])), "{}", r.body);
+        let plain = s(&r.body, "id");
+        assert_eq!(h.call(Method::GET, &format!("/api/workspaces/{eu}"), Some(&tenant), None).await.body["tags"], json!(["eu", "region:eu-west"]));
+        let listed = h.call(Method::GET, "/api/workspaces", Some(&tenant), None).await.body;
+        assert!(listed.as_array().unwrap().iter().any(|w| w["id"] == eu.as_str() && w["tags"] == json!(["eu", "region:eu-west"])), "{listed}");
+        // PATCH replaces them; a rename leaves them alone; an empty list clears them.
+        let path = format!("/api/workspaces/{plain}");
+        let r = h.call(Method::PATCH, &path, Some(&tenant), Some(json!({"tags": ["us", "eu"]}))).await;
+        assert_eq!((r.status, &r.body["tags"]), (StatusCode::OK, &json!(["eu", "us"])), "{}", r.body);
+        let r = h.call(Method::PATCH, &path, Some(&tenant), Some(json!({"name": "renamed"}))).await;
+        assert_eq!(r.body["tags"], json!(["eu", "us"]), "{}", r.body);
+        let r = h.call(Method::PATCH, &path, Some(&tenant), Some(json!({"tags": []}))).await;
+        assert_eq!(r.body["tags"], json!([]), "{}", r.body);
+        // Bad tags are a 422 naming the field, on create and on update, and change nothing.
+        let too_many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+        for bad in [json!(["EU"]), json!(["eu west"]), json!([""]), json!(["x".repeat(65)]), json!(too_many)] {
+            let r = h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "bad", "tags": bad}))).await;
+            r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+            assert_eq!(r.body["field"], "tags", "{}", r.body);
+            let r = h.call(Method::PATCH, &path, Some(&tenant), Some(json!({"name": "worse", "tags": bad}))).await;
+            r.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+            assert_eq!(r.body["field"], "tags", "{}", r.body);
+        }
+        h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "bad", "tags": "eu"}))).await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+        let r = h.call(Method::GET, &path, Some(&tenant), None).await;
+        assert_eq!((&r.body["name"], &r.body["tags"]), (&json!("renamed"), &json!([])), "{}", r.body);
+        assert_eq!(h.call(Method::GET, "/api/workspaces", Some(&tenant), None).await.body.as_array().unwrap().len(), 2);
+        // "Data analysts export only from workspaces tagged eu", and a re-tag
+        // over PATCH changes the decision at once.
+        let (owner, _, _) = h.mfa_member(&tenant, "olga@example.com", "owner").await;
+        let ana = h.member(&tenant, "ana@example.com", "member").await;
+        for w in [&eu, &plain] {
+            let r = h.call_as(Some(&owner), Method::PUT, &format!("/api/workspaces/{w}/members/{ana}"), Some(&tenant), Some(json!({"role": "data_analyst"}))).await;
+            assert!(r.status.is_success(), "{}", r.body);
+        }
+        let policy = "forbid (principal, action == Action::\"export_data\", resource is Workspace)\nunless { resource.tags.contains(\"eu\") };";
+        let r = h.call_as(Some(&owner), Method::PUT, "/api/policies/eu_only", Some(&tenant), Some(json!({"source": policy}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let decide = |w: String| {
+            let (h, owner, ana) = (&h, owner.clone(), ana.clone());
+            let tenant = tenant.clone();
+            async move {
+                let why = h.call_as(Some(&owner), Method::POST, "/api/authz/explain", Some(&tenant), Some(json!({"action": "export_data", "workspace_id": w, "user_id": ana}))).await;
+                assert_eq!(why.status, StatusCode::OK, "{}", why.body);
+                why.body
+            }
+        };
+        assert_eq!(decide(eu.clone()).await["decision"], "allow");
+        let denied = decide(plain.clone()).await;
+        assert_eq!((&denied["decision"], &denied["policies"]), (&json!("deny"), &json!(["policy:eu_only#1"])), "{denied}");
+        let r = h.call_as(Some(&owner), Method::PATCH, &path, Some(&tenant), Some(json!({"tags": ["eu"]}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = h.call_as(Some(&owner), Method::PATCH, &format!("/api/workspaces/{eu}"), Some(&tenant), Some(json!({"tags": []}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(decide(plain.clone()).await["decision"], "allow");
+        assert_eq!(decide(eu.clone()).await["decision"], "deny");
+    }
+}
