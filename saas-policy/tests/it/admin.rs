@@ -162,6 +162,41 @@ both_backends! {
         assert_eq!(authz.policy_versions(&owner, "exports").await.unwrap().len(), 4);
     }
 
+    async fn a_time_window_policy_follows_the_clock_and_names_itself_when_it_denies(t) {
+        let grants = Arc::new(MemGrants::default());
+        let authz = authorizer(&t, grants.clone());
+        let org = t.tenant("acme", Tier::Enterprise).await;
+        let tr = tree(&t, &org).await;
+        let owner = user(&grants, &org, Grants { org_roles: vec!["owner".into()], ..Grants::default() });
+        let analyst = user(&grants, &org, Grants { workspace_roles: vec![(tr.root, "data_analyst".into())], ..Grants::default() });
+        // Exports only on weekdays, 09:00 to 17:59 UTC.
+        let office_hours = "forbid(principal, action == Action::\"export_data\", resource)\nunless { context.weekday <= 5 && context.hour >= 9 && context.hour < 18 };";
+        authz.put_policy(&owner, "office_hours", office_hours).await.unwrap();
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        let export = || { let authz = authz.clone(); let a = analyst.clone(); let w = tr.child; async move {
+            authz.authorize(&a, "export_data", &Resource::Workspace(w)).await.unwrap()
+        }};
+        // 2026-12-02 is a Wednesday; 2026-12-05 a Saturday.
+        for (when, allowed) in [
+            ("2026-12-02T08:59:59Z", false),
+            ("2026-12-02T09:00:00Z", true),
+            ("2026-12-02T17:59:59Z", true),
+            ("2026-12-02T18:00:00Z", false),
+            ("2026-12-05T11:00:00Z", false),
+        ] {
+            t.clock.set(at(when));
+            match export().await {
+                saas_policy::Decision::Allow(_) => assert!(allowed, "{when} allowed"),
+                saas_policy::Decision::Deny(e) => {
+                    assert!(!allowed, "{when} denied: {e:?}");
+                    assert_eq!(e.policies, ["policy:office_hours#1"], "{when}");
+                }
+            }
+        }
+        // Reading is not confined by the window.
+        assert!(authz.authorize(&analyst, "workspaces.read", &Resource::Workspace(tr.child)).await.unwrap().is_allowed());
+    }
+
     async fn a_periodic_quota_never_overshoots_and_says_when_it_resets(t) {
         let grants = Arc::new(MemGrants::default());
         let authz = authorizer(&t, grants.clone());
