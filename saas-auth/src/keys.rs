@@ -88,10 +88,11 @@ struct Ring {
 
 /// The signing keys: signs and verifies tokens, serves the JWKS.
 ///
-/// A token whose signature was verified once is remembered (by the SHA-256
-/// of the whole token) until it expires, so the many requests a client makes
-/// with one access token pay for the signature check once; the key, the
-/// times and the session are still checked on every use.
+/// A token whose signature was verified once, or that this ring signed, is
+/// remembered (by the SHA-256 of the whole token) until it expires, so the
+/// many requests a client makes with one access token pay for the signature
+/// check at most once per replica; the key, the times and the session are
+/// still checked on every use.
 #[derive(Clone)]
 pub struct KeyRing {
     db: Db,
@@ -322,7 +323,17 @@ impl KeyRing {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, claims, key).map_err(|e| AuthError::Crypto(e.to_string()))
+        let token = jsonwebtoken::encode(&header, claims, key)
+            .map_err(|e| AuthError::Crypto(e.to_string()))?;
+        // What this replica signed for its own issuer and audience needs no
+        // signature check when it comes back: the first use here is warm.
+        // The key, the times and the session are still checked on every use.
+        if claims.iss == self.issuer && claims.aud == self.audience {
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            self.verified
+                .insert(digest, Arc::new((kid.clone(), claims.clone())));
+        }
+        Ok(token)
     }
 
     /// Claims for a new token issued now.
