@@ -15,7 +15,8 @@ pub use error::AuditError;
 pub use event::{Actor, AuditEvent, Outcome, PersonalData, StoredEvent, Target};
 pub use recorder::ChangeAuditor;
 pub use retention::{
-    DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, RETENTION_CHANGED_ACTION,
+    DEFAULT_RETENTION_DAYS, DurableFile, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
+    RETENTION_CHANGED_ACTION,
 };
 pub use sink::{AuditForwarder, AuditSink, FanOut, JsonLinesSink, TracingSink};
 pub use store::{

@@ -25,6 +25,40 @@ pub const RETENTION_CHANGED_ACTION: &str = "audit.retention_changed";
 
 const SETTINGS: &str = "audit_settings";
 
+/// An archive file for [`AuditLog::prune`]: its `flush` syncs what was
+/// written to disk (`sync_all`), and `prune` flushes the archive before it
+/// deletes a row, so the archive is durable before any event is gone.
+///
+/// ```no_run
+/// # async fn demo(log: saas_audit::AuditLog, ctx: saas_core::TenantContext) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut archive = saas_audit::DurableFile::new(std::fs::File::create("archive.jsonl.tmp")?);
+/// if let Some(report) = log.prune_expired(&ctx, &mut archive).await? {
+///     std::fs::rename("archive.jsonl.tmp", format!("archive-{}.jsonl", report.up_to_seq))?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct DurableFile(std::fs::File);
+
+impl DurableFile {
+    /// Wraps an open file.
+    #[must_use]
+    pub fn new(file: std::fs::File) -> Self {
+        Self(file)
+    }
+}
+
+impl Write for DurableFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        self.0.sync_all()
+    }
+}
+
 /// Refuses a retention outside [`MIN_RETENTION_DAYS`]..=[`MAX_RETENTION_DAYS`].
 fn check_days(days: u32) -> Result<(), AuditError> {
     if (MIN_RETENTION_DAYS..=MAX_RETENTION_DAYS).contains(&days) {
@@ -135,30 +169,18 @@ impl AuditLog {
     /// of every event recorded before now (the database's clock) less
     /// [`AuditLog::retention`], archived to `archive` first. Returns `None`
     /// when nothing is that old. The archive is flushed before any row is
-    /// deleted; give a writer whose `flush` makes it durable (for a file, one
-    /// that calls `sync_all`), as the reference server does.
-    ///
-    /// ```no_run
-    /// # async fn demo(log: saas_audit::AuditLog, ctx: saas_core::TenantContext) -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut archive = std::fs::File::create("archive.jsonl.tmp")?;
-    /// if let Some(report) = log.prune_expired(&ctx, &mut archive).await? {
-    ///     archive.sync_all()?;
-    ///     std::fs::rename("archive.jsonl.tmp", format!("archive-{}.jsonl", report.up_to_seq))?;
-    /// }
-    /// # Ok(()) }
-    /// ```
+    /// deleted; give a writer whose `flush` makes it durable, such as
+    /// [`DurableFile`].
     pub async fn prune_expired(
         &self,
         ctx: &TenantContext,
         archive: &mut (dyn Write + Send),
     ) -> Result<Option<PruneReport>, AuditError> {
-        let mut tx = self.db().read(ctx).await?;
-        let days = stored_days(&mut tx, ctx)
-            .await?
-            .unwrap_or(DEFAULT_RETENTION_DAYS);
-        let now = tx.now();
-        tx.commit().await?;
-        let before = now
+        let days = self.retention(ctx).await?;
+        let before = self
+            .db()
+            .clock()
+            .now()
             .checked_sub_signed(TimeDelta::days(i64::from(days)))
             .ok_or_else(|| {
                 AuditError::Invalid(format!(

@@ -986,72 +986,6 @@ const INSERT_EVENTS_PG: &str = "\
     ON CONFLICT (tenant_id, key) DO NOTHING \
     RETURNING key";
 
-/// One batch's columns, as `INSERT_EVENTS_PG` binds them.
-struct EventColumns<'a> {
-    keys: Vec<Uuid>,
-    transaction_ids: Vec<&'a str>,
-    codes: Vec<&'a str>,
-    workspaces: Vec<Option<Uuid>>,
-    subjects: Vec<Option<&'a str>>,
-    quantities: Vec<String>,
-    properties: Vec<Json<&'a serde_json::Map<String, serde_json::Value>>>,
-    occurred: Vec<DateTime<Utc>>,
-    starts: Vec<DateTime<Utc>>,
-    late: Vec<bool>,
-    fingerprints: Vec<&'a [u8]>,
-}
-
-impl<'a> EventColumns<'a> {
-    fn of(rows: &[(&'a Prepared, &'a UsageEvent)]) -> Self {
-        Self {
-            keys: rows.iter().map(|(p, _)| p.key).collect(),
-            transaction_ids: rows
-                .iter()
-                .map(|(_, e)| e.transaction_id.as_str())
-                .collect(),
-            codes: rows.iter().map(|(_, e)| e.code.as_str()).collect(),
-            workspaces: rows
-                .iter()
-                .map(|(_, e)| e.workspace_id.map(|w| w.as_uuid()))
-                .collect(),
-            subjects: rows.iter().map(|(_, e)| e.subject.as_deref()).collect(),
-            quantities: rows
-                .iter()
-                .map(|(p, _)| p.quantity.normalize().to_string())
-                .collect(),
-            properties: rows.iter().map(|(_, e)| Json(&e.properties)).collect(),
-            occurred: rows.iter().map(|(p, _)| p.occurred_at).collect(),
-            starts: rows.iter().map(|(p, _)| p.period.start).collect(),
-            late: rows.iter().map(|(p, _)| p.late).collect(),
-            fingerprints: rows.iter().map(|(p, _)| p.fingerprint.as_slice()).collect(),
-        }
-    }
-
-    async fn insert(
-        self,
-        conn: &mut sqlx::PgConnection,
-        tenant: TenantId,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar(INSERT_EVENTS_PG)
-            .bind(tenant.as_uuid())
-            .bind(now)
-            .bind(self.keys)
-            .bind(self.transaction_ids)
-            .bind(self.codes)
-            .bind(self.workspaces)
-            .bind(self.subjects)
-            .bind(self.quantities)
-            .bind(self.properties)
-            .bind(self.occurred)
-            .bind(self.starts)
-            .bind(self.late)
-            .bind(self.fingerprints)
-            .fetch_all(conn)
-            .await
-    }
-}
-
 /// PostgreSQL ingestion: hold the tenant row `FOR KEY SHARE` once per batch
 /// (in place of a foreign key checked, and the row locked, once per event; a
 /// purge of the tenant waits for the batch, and its trigger deletes the
@@ -1069,7 +1003,41 @@ async fn insert_events_postgres(
     if held.is_none() {
         return Err(saas_core::CoreError::NotFound { entity: "tenant" }.into());
     }
-    let inserted = EventColumns::of(rows).insert(conn, tenant, now).await?;
+    let (prepared, events): (Vec<&Prepared>, Vec<&UsageEvent>) = rows.iter().copied().unzip();
+    let keys: Vec<Uuid> = prepared.iter().map(|p| p.key).collect();
+    let transaction_ids: Vec<&str> = events.iter().map(|e| e.transaction_id.as_str()).collect();
+    let codes: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
+    let workspaces: Vec<Option<Uuid>> = events
+        .iter()
+        .map(|e| e.workspace_id.map(|w| w.as_uuid()))
+        .collect();
+    let subjects: Vec<Option<&str>> = events.iter().map(|e| e.subject.as_deref()).collect();
+    let quantities: Vec<String> = prepared
+        .iter()
+        .map(|p| p.quantity.normalize().to_string())
+        .collect();
+    let properties: Vec<Json<&serde_json::Map<String, serde_json::Value>>> =
+        events.iter().map(|e| Json(&e.properties)).collect();
+    let occurred: Vec<DateTime<Utc>> = prepared.iter().map(|p| p.occurred_at).collect();
+    let starts: Vec<DateTime<Utc>> = prepared.iter().map(|p| p.period.start).collect();
+    let late: Vec<bool> = prepared.iter().map(|p| p.late).collect();
+    let fingerprints: Vec<&[u8]> = prepared.iter().map(|p| p.fingerprint.as_slice()).collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(INSERT_EVENTS_PG)
+        .bind(tenant.as_uuid())
+        .bind(now)
+        .bind(keys)
+        .bind(transaction_ids)
+        .bind(codes)
+        .bind(workspaces)
+        .bind(subjects)
+        .bind(quantities)
+        .bind(properties)
+        .bind(occurred)
+        .bind(starts)
+        .bind(late)
+        .bind(fingerprints)
+        .fetch_all(conn)
+        .await?;
     Ok(inserted.into_iter().collect())
 }
 

@@ -190,22 +190,6 @@ pub(crate) struct PruneBody {
     retention_days: Option<u32>,
 }
 
-/// A file whose `flush` makes what was written durable (`sync_all`).
-/// [`saas_audit::AuditLog::prune`] flushes the archive before it deletes a
-/// row, so the archive is on disk before any row is gone.
-struct DurableFile(std::fs::File);
-
-impl Write for DurableFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()?;
-        self.0.sync_all()
-    }
-}
-
 /// Archives a tenant's audit events older than its retention period (the
 /// tenant's setting, or `retention_days` from the body) to
 /// `<data_dir>/audit-archive/<tenant>-<up_to_seq>.jsonl` and prunes them.
@@ -257,7 +241,7 @@ pub(crate) async fn platform_prune(
     open.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-    let mut archive = DurableFile(
+    let mut archive = saas_audit::DurableFile::new(
         open.open(&partial)
             .map_err(|e| io("create the archive file", e))?,
     );
