@@ -13,6 +13,7 @@ use saas_core::db::sea_query::{Expr, ExprTrait, Order, Query, SelectStatement};
 use saas_core::{Principal, TenantId, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
+use crate::authority::Scope;
 use crate::error::AuthError;
 use crate::roles;
 use crate::service::{Auth, Authenticated, ClientMeta, normalize_email};
@@ -77,9 +78,9 @@ pub struct NewMember {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberPatch {
-    /// New display name (only the user themself or a manager).
+    /// New display name (the user themself, or a caller allowed `users.update`).
     pub display_name: Option<String>,
-    /// New organization role (managers; needs a recent MFA).
+    /// New organization role (`users.update` and `roles.assign`; needs a recent MFA).
     pub role: Option<String>,
     /// Disable (revokes their sessions here) or re-enable the membership.
     pub disabled: Option<bool>,
@@ -132,6 +133,26 @@ pub(crate) async fn require_workspace(tx: &mut Tx, ws: WorkspaceId) -> Result<()
         .ok_or(AuthError::NotFound {
             entity: "workspace",
         })
+}
+
+/// The built-in rule's refusal of a grant above the caller's own role.
+pub(crate) const ABOVE_OWN: &str = "you cannot grant a role above your own";
+
+/// The member's role was checked outside the write transaction; a change in
+/// between means the check was about another state.
+fn unchanged(checked: &str, now: &str) -> Result<(), AuthError> {
+    if checked == now {
+        Ok(())
+    } else {
+        Err(changed())
+    }
+}
+
+fn changed() -> AuthError {
+    AuthError::Conflict {
+        code: "member_changed",
+        message: "the member's role changed meanwhile; retry".into(),
+    }
 }
 
 fn member_select() -> SelectStatement {
@@ -320,30 +341,6 @@ impl Auth {
         }
     }
 
-    /// The caller's organization role, or `Forbidden` unless they may manage
-    /// members (owner or admin). Operators acting in a tenant count as owners
-    /// (break-glass rules come with saas-policy). Until saas-policy guards
-    /// every action, servers use this for administrative routes.
-    pub async fn require_manager(&self, who: &Authenticated) -> Result<String, AuthError> {
-        match who.ctx.principal() {
-            Principal::Operator { .. } => Ok("owner".into()),
-            Principal::User { id } => {
-                let mut tx = self.db().read(&who.ctx).await?;
-                let m = self.membership(&mut tx, who.ctx.tenant(), *id).await?;
-                tx.commit().await?;
-                match m {
-                    Some((role, false)) if roles::can_manage_members(&role) => Ok(role),
-                    _ => Err(AuthError::Forbidden(
-                        "only an organization owner or admin may do this",
-                    )),
-                }
-            }
-            _ => Err(AuthError::Forbidden(
-                "only an organization owner or admin may do this",
-            )),
-        }
-    }
-
     /// Step-up applies to people; an operator acting in a tenant has no MFA
     /// session here (they proved MFA when they opened their break-glass grant).
     pub fn require_step_up(&self, who: &Authenticated) -> Result<(), AuthError> {
@@ -427,24 +424,23 @@ impl Auth {
         })
     }
 
-    /// Creates a new account as a member of the caller's organization and
-    /// mails it a link to set its password. An existing account is refused
-    /// (`account_exists`): invite it, so that its owner consents.
+    /// Creates a new account as a member of the caller's organization
+    /// (`users.invite`, and standing for its role) and mails it a link to set
+    /// its password. An existing account is refused (`account_exists`):
+    /// invite it, so that its owner consents.
     pub async fn provision_member(
         &self,
         who: &Authenticated,
         new: NewMember,
         meta: &ClientMeta,
     ) -> Result<Member, AuthError> {
-        let actor_role = self.require_manager(who).await?;
+        self.require_action(who, meta, "users.invite", Scope::Org)
+            .await?;
         if !roles::is_org_role(&new.role) {
             return Err(AuthError::validation("role", "not an organization role"));
         }
-        if !roles::may_grant(&actor_role, &new.role) {
-            return Err(AuthError::Forbidden(
-                "you cannot grant a role above your own",
-            ));
-        }
+        self.require_grant(who, meta, &new.role, Scope::Org, ABOVE_OWN)
+            .await?;
         let email = normalize_email(&new.email)?;
         let name = validate_name(&new.display_name)?;
         // The account, and its password-setting link, are account-level rows.
@@ -492,9 +488,12 @@ impl Auth {
         Ok(m)
     }
 
-    /// Changes a member's name, role or status. Role changes need a manager
-    /// with a recent MFA who holds at least the role granted (and the one
-    /// taken away); the last active owner cannot be demoted or disabled.
+    /// Changes a member's name, role or status. Anything but renaming oneself
+    /// needs `users.update`; role changes also need `roles.assign` and a
+    /// recent MFA; a role change or a change of status needs standing for the
+    /// member's current role, and a role change for the role granted (see
+    /// [`MemberAuthority`](crate::MemberAuthority)); the last active owner
+    /// cannot be demoted or disabled.
     pub async fn update_member(
         &self,
         who: &Authenticated,
@@ -503,13 +502,13 @@ impl Auth {
         meta: &ClientMeta,
     ) -> Result<Member, AuthError> {
         let is_self = who.user() == Some(id);
-        let needs_manager = patch.role.is_some() || patch.disabled.is_some() || !is_self;
-        let actor_role = if needs_manager {
-            Some(self.require_manager(who).await?)
-        } else {
-            None
-        };
+        if patch.role.is_some() || patch.disabled.is_some() || !is_self {
+            self.require_action(who, meta, "users.update", Scope::Org)
+                .await?;
+        }
         if patch.role.is_some() {
+            self.require_action(who, meta, "roles.assign", Scope::Org)
+                .await?;
             self.require_step_up(who)?;
         }
         let name = patch
@@ -517,18 +516,34 @@ impl Auth {
             .as_deref()
             .map(validate_name)
             .transpose()?;
+        // Standing for the role granted and for the member's current role
+        // (a role change takes it away, disabling suspends it), decided
+        // before the write transaction (an authority may read and audit).
+        let checked = if patch.role.is_some() || patch.disabled.is_some() {
+            if let Some(role) = &patch.role {
+                if !roles::is_org_role(role) {
+                    return Err(AuthError::validation("role", "not an organization role"));
+                }
+                self.require_grant(who, meta, role, Scope::Org, ABOVE_OWN)
+                    .await?;
+            }
+            let before = self.get_member(who, id).await?;
+            let refusal = if patch.role.is_some() {
+                ABOVE_OWN
+            } else {
+                "you cannot change the status of a member above your own role"
+            };
+            self.require_grant(who, meta, &before.role, Scope::Org, refusal)
+                .await?;
+            Some(before.role)
+        } else {
+            None
+        };
         let mut tx = self.db().begin(&who.ctx).await?;
         let tenant = who.ctx.tenant();
         let current = self.member_in(&mut tx, tenant, id).await?;
-        if let (Some(actor), Some(role)) = (&actor_role, &patch.role) {
-            if !roles::is_org_role(role) {
-                return Err(AuthError::validation("role", "not an organization role"));
-            }
-            if !roles::may_grant(actor, role) || !roles::may_grant(actor, &current.role) {
-                return Err(AuthError::Forbidden(
-                    "you cannot grant a role above your own",
-                ));
-            }
+        if let Some(checked) = &checked {
+            unchanged(checked, &current.role)?;
         }
         let demotes_owner = current.role == "owner"
             && (patch.role.as_deref().is_some_and(|r| r != "owner")
@@ -624,23 +639,30 @@ impl Auth {
         Ok(rows.len())
     }
 
-    /// Removes a member from the organization (their sessions here end; the
-    /// account stays for their other organizations).
+    /// Removes a member from the organization (`users.remove`, and standing
+    /// for their role); their sessions here end, and the account stays for
+    /// their other organizations.
     pub async fn remove_member(
         &self,
         who: &Authenticated,
         id: UserId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        let actor = self.require_manager(who).await?;
+        self.require_action(who, meta, "users.remove", Scope::Org)
+            .await?;
+        let before = self.get_member(who, id).await?;
+        self.require_grant(
+            who,
+            meta,
+            &before.role,
+            Scope::Org,
+            "you cannot remove a member above your own role",
+        )
+        .await?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let tenant = who.ctx.tenant();
         let current = self.member_in(&mut tx, tenant, id).await?;
-        if !roles::may_grant(&actor, &current.role) {
-            return Err(AuthError::Forbidden(
-                "you cannot remove a member above your own role",
-            ));
-        }
+        unchanged(&before.role, &current.role)?;
         if current.role == "owner" && self.active_owners(&mut tx, tenant).await? <= 1 {
             return Err(AuthError::Conflict {
                 code: "last_owner",
@@ -703,14 +725,16 @@ impl Auth {
         })
     }
 
-    /// Replaces the organization's identity settings (managers, recent MFA).
+    /// Replaces the organization's identity settings (`settings.write`,
+    /// recent MFA).
     pub async fn set_org_settings(
         &self,
         who: &Authenticated,
         settings: OrgSettings,
         meta: &ClientMeta,
     ) -> Result<OrgSettings, AuthError> {
-        self.require_manager(who).await?;
+        self.require_action(who, meta, "settings.write", Scope::Org)
+            .await?;
         self.require_step_up(who)?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let tenant = who.ctx.tenant();
@@ -749,7 +773,8 @@ impl Auth {
         Ok(settings)
     }
 
-    /// Sets a member's role in a workspace (managers, recent MFA).
+    /// Sets a member's role in a workspace (`roles.assign` there, recent
+    /// MFA, standing for the role given and for the one it replaces).
     pub async fn set_workspace_role(
         &self,
         who: &Authenticated,
@@ -758,15 +783,31 @@ impl Auth {
         role: &str,
         meta: &ClientMeta,
     ) -> Result<WorkspaceMember, AuthError> {
-        self.require_manager(who).await?;
+        let scope = Scope::Workspace(workspace);
+        self.require_action(who, meta, "roles.assign", scope)
+            .await?;
         self.require_step_up(who)?;
         if !roles::is_workspace_role(role) {
             return Err(AuthError::validation("role", "not a workspace role"));
+        }
+        let before = self.workspace_role(who, workspace, user).await?;
+        self.require_grant(who, meta, role, scope, ABOVE_OWN)
+            .await?;
+        if let Some(before) = &before {
+            self.require_grant(who, meta, before, scope, ABOVE_OWN)
+                .await?;
         }
         let mut tx = self.db().begin(&who.ctx).await?;
         let tenant = who.ctx.tenant();
         self.member_in(&mut tx, tenant, user).await?;
         require_workspace(&mut tx, workspace).await?;
+        if self
+            .workspace_role_in(&mut tx, tenant, workspace, user)
+            .await?
+            != before
+        {
+            return Err(changed());
+        }
         tx.execute(
             Query::delete()
                 .from_table(WS_MEMBERS)
@@ -808,7 +849,8 @@ impl Auth {
         })
     }
 
-    /// Removes a member from a workspace (managers).
+    /// Removes a member from a workspace (`roles.assign` there, and
+    /// standing for the role they lose).
     pub async fn remove_workspace_member(
         &self,
         who: &Authenticated,
@@ -816,15 +858,34 @@ impl Auth {
         user: UserId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.require_manager(who).await?;
+        let scope = Scope::Workspace(workspace);
+        self.require_action(who, meta, "roles.assign", scope)
+            .await?;
+        let not_found = AuthError::NotFound {
+            entity: "workspace member",
+        };
+        let role = self
+            .workspace_role(who, workspace, user)
+            .await?
+            .ok_or(not_found)?;
+        self.require_grant(
+            who,
+            meta,
+            &role,
+            scope,
+            "you cannot remove a member above your own role",
+        )
+        .await?;
         let mut tx = self.db().begin(&who.ctx).await?;
+        // Only the role that was checked is removed.
         let n = tx
             .execute(
                 Query::delete()
                     .from_table(WS_MEMBERS)
                     .and_where(Expr::col("tenant_id").eq(who.ctx.tenant()))
                     .and_where(Expr::col("workspace_id").eq(workspace))
-                    .and_where(Expr::col("user_id").eq(user)),
+                    .and_where(Expr::col("user_id").eq(user))
+                    .and_where(Expr::col("role").eq(role.as_str())),
             )
             .await?;
         if n == 0 {
@@ -845,6 +906,41 @@ impl Auth {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The role `user` holds in `workspace`, if any (a read transaction).
+    async fn workspace_role(
+        &self,
+        who: &Authenticated,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<Option<String>, AuthError> {
+        let mut tx = self.db().read(&who.ctx).await?;
+        let role = self
+            .workspace_role_in(&mut tx, who.ctx.tenant(), workspace, user)
+            .await?;
+        tx.commit().await?;
+        Ok(role)
+    }
+
+    async fn workspace_role_in(
+        &self,
+        tx: &mut Tx,
+        tenant: TenantId,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> Result<Option<String>, AuthError> {
+        let row = tx
+            .fetch_optional(
+                Query::select()
+                    .column("role")
+                    .from(WS_MEMBERS)
+                    .and_where(Expr::col("tenant_id").eq(tenant))
+                    .and_where(Expr::col("workspace_id").eq(workspace))
+                    .and_where(Expr::col("user_id").eq(user)),
+            )
+            .await?;
+        row.map(|r| r.get("role")).transpose().map_err(Into::into)
     }
 
     /// The members of a workspace.

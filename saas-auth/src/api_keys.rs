@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
 use crate::accounts::require_workspace;
+use crate::authority::Scope;
 use crate::cache::KeyState;
 use crate::error::AuthError;
 use crate::secret::{self, Secret};
@@ -115,18 +116,31 @@ pub(crate) fn validate_scopes(scopes: &[String]) -> Result<(), AuthError> {
 }
 
 impl Auth {
-    /// Creates a key (managers, recent MFA). The secret is in the result only.
+    /// Creates a key (`api_keys.create`, recent MFA). The secret is in the
+    /// result only.
+    ///
+    /// With a [`MemberAuthority`](crate::MemberAuthority) installed, every
+    /// scope is an action the caller must be allowed themselves where the key
+    /// holds (its workspace, or the organization): a key never carries more
+    /// than its creator. The built-in rule lets owners and admins give any
+    /// scope.
     pub async fn create_api_key(
         &self,
         who: &Authenticated,
         new: NewApiKey,
         meta: &ClientMeta,
     ) -> Result<(ApiKey, Secret), AuthError> {
-        self.require_manager(who).await?;
+        self.require_action(who, meta, "api_keys.create", Scope::Org)
+            .await?;
         self.require_step_up(who)?;
         let name = crate::accounts::validate_name(&new.name)
             .map_err(|_| AuthError::validation("name", "must be 1 to 200 printable characters"))?;
         validate_scopes(&new.scopes)?;
+        let where_key_holds = new.workspace_id.map_or(Scope::Org, Scope::Workspace);
+        for scope in &new.scopes {
+            self.require_action(who, meta, scope, where_key_holds)
+                .await?;
+        }
         if new
             .expires_in_days
             .is_some_and(|d| !(1..=3650).contains(&d))
@@ -200,9 +214,14 @@ impl Auth {
         Ok((key, Secret::new(full)))
     }
 
-    /// The organization's keys (managers).
-    pub async fn list_api_keys(&self, who: &Authenticated) -> Result<Vec<ApiKey>, AuthError> {
-        self.require_manager(who).await?;
+    /// The organization's keys (`api_keys.read`).
+    pub async fn list_api_keys(
+        &self,
+        who: &Authenticated,
+        meta: &ClientMeta,
+    ) -> Result<Vec<ApiKey>, AuthError> {
+        self.require_action(who, meta, "api_keys.read", Scope::Org)
+            .await?;
         let mut tx = self.db().read(&who.ctx).await?;
         let rows = tx
             .fetch_all(
@@ -217,7 +236,8 @@ impl Auth {
         rows.iter().map(key_from).collect()
     }
 
-    /// Revokes a key (managers); takes effect on its next use, on every replica.
+    /// Revokes a key (`api_keys.revoke`); takes effect on its next use, on
+    /// every replica.
     pub async fn revoke_api_key(
         &self,
         who: &Authenticated,
@@ -231,6 +251,7 @@ impl Auth {
                 column: "revoked_at",
                 also_null: None,
                 entity: "api key",
+                requires: "api_keys.revoke",
                 action: "auth.api_key.revoke",
                 target_kind: "api_key",
                 cache_kind: Some("apikey"),

@@ -36,6 +36,16 @@ pub enum AuthError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// An authorization layer (the installed
+    /// [`MemberAuthority`](crate::MemberAuthority)) refused: same meaning as
+    /// [`AuthError::Forbidden`], with the layer's own explanation.
+    #[error("{message}")]
+    Denied {
+        /// The catalogue action refused, when an action (not a grant) was refused.
+        action: Option<String>,
+        /// Why, e.g. the policies that denied it; no secrets or personal data.
+        message: String,
+    },
     /// The password does not meet the policy.
     #[error("password rejected: {0}")]
     WeakPassword(String),
@@ -90,7 +100,7 @@ impl AuthError {
             Self::RefreshReuse => "refresh_token_reused",
             Self::InvalidCode => "invalid_mfa_code",
             Self::StepUpRequired => "step_up_required",
-            Self::Forbidden(_) => "forbidden",
+            Self::Forbidden(_) | Self::Denied { .. } => "forbidden",
             Self::WeakPassword(_) => "weak_password",
             Self::InvalidLink => "invalid_link",
             Self::NotFound { .. } => "not_found",

@@ -13,7 +13,8 @@ use saas_core::{CorrelationId, TenantId, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::require_workspace;
-use crate::accounts::validate_name;
+use crate::accounts::{ABOVE_OWN, validate_name};
+use crate::authority::Scope;
 use crate::error::AuthError;
 use crate::roles;
 use crate::secret;
@@ -94,23 +95,22 @@ const COLUMNS: [&str; 7] = [
 ];
 
 impl Auth {
-    /// Invites an address (managers, who cannot invite above their own role).
+    /// Invites an address (`users.invite`; nobody invites into a role, or a
+    /// workspace role, they could not grant).
     pub async fn invite(
         &self,
         who: &Authenticated,
         new: NewInvitation,
         meta: &ClientMeta,
     ) -> Result<Invitation, AuthError> {
-        let actor = self.require_manager(who).await?;
+        self.require_action(who, meta, "users.invite", Scope::Org)
+            .await?;
         let email = normalize_email(&new.email)?;
         if !roles::is_org_role(&new.role) {
             return Err(AuthError::validation("role", "not an organization role"));
         }
-        if !roles::may_grant(&actor, &new.role) {
-            return Err(AuthError::Forbidden(
-                "you cannot grant a role above your own",
-            ));
-        }
+        self.require_grant(who, meta, &new.role, Scope::Org, ABOVE_OWN)
+            .await?;
         let ws_role = match (&new.workspace_id, new.workspace_role.as_deref()) {
             (Some(_), Some(r)) if roles::is_workspace_role(r) => Some(r.to_owned()),
             (Some(_), None) => Some("product_manager".to_owned()),
@@ -122,6 +122,10 @@ impl Auth {
                 ));
             }
         };
+        if let (Some(ws), Some(r)) = (new.workspace_id, &ws_role) {
+            self.require_grant(who, meta, r, Scope::Workspace(ws), ABOVE_OWN)
+                .await?;
+        }
         let tenant = who.ctx.tenant();
         let mut tx = self.db().begin(&who.ctx).await?;
         if let Some(ws) = new.workspace_id {
@@ -198,12 +202,15 @@ impl Auth {
         })
     }
 
-    /// The organization's invitations (managers).
+    /// The organization's invitations (`users.invite`: those who may send
+    /// and revoke invitations see them; the invitees are not members yet).
     pub async fn list_invitations(
         &self,
         who: &Authenticated,
+        meta: &ClientMeta,
     ) -> Result<Vec<Invitation>, AuthError> {
-        self.require_manager(who).await?;
+        self.require_action(who, meta, "users.invite", Scope::Org)
+            .await?;
         let mut tx = self.db().read(&who.ctx).await?;
         let rows = tx
             .fetch_all(
@@ -218,7 +225,7 @@ impl Auth {
         rows.iter().map(invitation_from).collect()
     }
 
-    /// Revokes a pending invitation (managers).
+    /// Revokes a pending invitation (`users.invite`).
     pub async fn revoke_invitation(
         &self,
         who: &Authenticated,
@@ -232,6 +239,7 @@ impl Auth {
                 column: "revoked_at",
                 also_null: Some("accepted_at"),
                 entity: "invitation",
+                requires: "users.invite",
                 action: "auth.invitation.revoke",
                 target_kind: "invitation",
                 cache_kind: None,
@@ -508,14 +516,15 @@ impl Auth {
         Ok(())
     }
 
-    /// Lifts a member's login lock (managers).
+    /// Lifts a member's login lock (`users.unlock`).
     pub async fn unlock_member(
         &self,
         who: &Authenticated,
         user: UserId,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.require_manager(who).await?;
+        self.require_action(who, meta, "users.unlock", Scope::Org)
+            .await?;
         let member = self.get_member(who, user).await?;
         let mut ptx = self.db().begin_platform(&self.inner.accounts).await?;
         self.clear_lock(&mut ptx, &member.email).await?;

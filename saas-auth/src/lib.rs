@@ -2,6 +2,7 @@
 
 mod accounts;
 pub mod api_keys;
+mod authority;
 mod cache;
 mod error;
 pub mod invitations;
@@ -21,6 +22,7 @@ mod tokens;
 pub use accounts::{
     Me, Member, MemberPatch, Membership, NewMember, OrgSettings, RoleGrants, WorkspaceMember,
 };
+pub use authority::{MemberAuthority, Scope};
 pub use error::AuthError;
 pub use secret::{MasterKey, Secret};
 pub use service::{Auth, AuthConfig, Authenticated, ClientMeta, ThrottlePolicy};

@@ -1,6 +1,8 @@
 //! The built-in role names. saas-policy owns what each role may do; identity
-//! only stores which role a member holds and checks the two rules it needs
-//! itself: who may manage members, and that nobody grants a role above their own.
+//! only stores which role a member holds. The two rules here (who may manage
+//! members, and that nobody grants a role above their own) are identity's
+//! built-in rule, used when no [`MemberAuthority`](crate::MemberAuthority)
+//! is installed.
 
 /// Organization roles, strongest first.
 pub const ORG_ROLES: &[&str] = &["owner", "admin", "billing_admin", "member"];

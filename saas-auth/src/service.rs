@@ -167,12 +167,18 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Auth {
     pub(crate) inner: Arc<Inner>,
+    /// Who decides member management; `None` is the built-in owner/admin rule.
+    /// Held by the handle, not by `inner`, so that an authority which itself
+    /// holds an earlier clone of this `Auth` (as saas-policy's grant source
+    /// does) makes no reference cycle.
+    pub(crate) authority: Option<Arc<dyn crate::authority::MemberAuthority>>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("issuer", &self.inner.config.issuer)
+            .field("member_authority", &self.authority.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -202,6 +208,7 @@ impl Auth {
                 dummy_hash,
                 accounts: PlatformContext::system("account authentication"),
             }),
+            authority: None,
         })
     }
 
@@ -287,9 +294,10 @@ impl Auth {
         Ok(())
     }
 
-    /// A manager ends a tenant row (revokes a key or an invitation, disables a
-    /// service identity): stamps `row.column` where it is still empty, audits
-    /// it, and drops the cached entry on every replica.
+    /// A manager (allowed `row.requires`) ends a tenant row (revokes a key or
+    /// an invitation, disables a service identity): stamps `row.column` where
+    /// it is still empty, audits it, and drops the cached entry on every
+    /// replica.
     pub(crate) async fn end_row(
         &self,
         who: &Authenticated,
@@ -297,7 +305,8 @@ impl Auth {
         id: uuid::Uuid,
         meta: &ClientMeta,
     ) -> Result<(), AuthError> {
-        self.require_manager(who).await?;
+        self.require_action(who, meta, row.requires, crate::authority::Scope::Org)
+            .await?;
         let mut tx = self.db().begin(&who.ctx).await?;
         let now = tx.now();
         let mut q = Query::update();
@@ -408,6 +417,9 @@ pub(crate) struct EndRow {
     /// Another column that must still be empty (an invitation not yet accepted).
     pub(crate) also_null: Option<&'static str>,
     pub(crate) entity: &'static str,
+    /// The catalogue action the caller must be allowed, e.g. `api_keys.revoke`.
+    pub(crate) requires: &'static str,
+    /// The audit action recorded.
     pub(crate) action: &'static str,
     pub(crate) target_kind: &'static str,
     /// The cache the row's entry lives in (`apikey`, `service`), if any.

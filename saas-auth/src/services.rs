@@ -10,6 +10,8 @@ use saas_core::{CorrelationId, Principal, ServiceId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
+use crate::accounts::ABOVE_OWN;
+use crate::authority::Scope;
 use crate::error::AuthError;
 use crate::roles;
 use crate::secret::{self, Secret};
@@ -66,14 +68,16 @@ fn service_from(row: &saas_core::db::Row) -> Result<ServiceIdentity, AuthError> 
 const COLUMNS: [&str; 5] = ["id", "name", "roles", "created_at", "disabled_at"];
 
 impl Auth {
-    /// Creates a service identity (managers, recent MFA); returns its secret once.
+    /// Creates a service identity (`services.manage`, recent MFA, standing
+    /// for each of its roles); returns its secret once.
     pub async fn create_service(
         &self,
         who: &Authenticated,
         new: NewService,
         meta: &ClientMeta,
     ) -> Result<(ServiceIdentity, Secret), AuthError> {
-        let actor = self.require_manager(who).await?;
+        self.require_action(who, meta, "services.manage", Scope::Org)
+            .await?;
         self.require_step_up(who)?;
         let name = crate::accounts::validate_name(&new.name)
             .map_err(|_| AuthError::validation("name", "must be 1 to 200 printable characters"))?;
@@ -89,10 +93,9 @@ impl Auth {
                 "1 to 8 organization roles other than owner",
             ));
         }
-        if new.roles.iter().any(|r| !roles::may_grant(&actor, r)) {
-            return Err(AuthError::Forbidden(
-                "you cannot grant a role above your own",
-            ));
+        for role in &new.roles {
+            self.require_grant(who, meta, role, Scope::Org, ABOVE_OWN)
+                .await?;
         }
         let id = ServiceId::new();
         let client_secret = secret::token("ssk_");
@@ -146,12 +149,14 @@ impl Auth {
         ))
     }
 
-    /// The organization's service identities (managers).
+    /// The organization's service identities (`services.read`).
     pub async fn list_services(
         &self,
         who: &Authenticated,
+        meta: &ClientMeta,
     ) -> Result<Vec<ServiceIdentity>, AuthError> {
-        self.require_manager(who).await?;
+        self.require_action(who, meta, "services.read", Scope::Org)
+            .await?;
         let mut tx = self.db().read(&who.ctx).await?;
         let rows = tx
             .fetch_all(
@@ -166,7 +171,8 @@ impl Auth {
         rows.iter().map(service_from).collect()
     }
 
-    /// Disables a service identity (managers); its tokens stop working at once.
+    /// Disables a service identity (`services.manage`); its tokens stop
+    /// working at once.
     pub async fn disable_service(
         &self,
         who: &Authenticated,
@@ -180,6 +186,7 @@ impl Auth {
                 column: "disabled_at",
                 also_null: None,
                 entity: "service identity",
+                requires: "services.manage",
                 action: "auth.service.disable",
                 target_kind: "service",
                 cache_kind: Some("service"),

@@ -748,14 +748,21 @@ impl Auth {
         Ok(others.len())
     }
 
-    /// A manager revokes every session of a member in this organization.
+    /// A manager (`users.sessions_revoke`) revokes every session of a member
+    /// in this organization.
     pub async fn revoke_member_sessions(
         &self,
         who: &Authenticated,
         user: UserId,
         meta: &ClientMeta,
     ) -> Result<usize, AuthError> {
-        self.require_manager(who).await?;
+        self.require_action(
+            who,
+            meta,
+            "users.sessions_revoke",
+            crate::authority::Scope::Org,
+        )
+        .await?;
         let tenant = who.ctx.tenant();
         let mut tx = self.db().begin(&who.ctx).await?;
         if self.membership(&mut tx, tenant, user).await?.is_none() {

@@ -120,6 +120,12 @@ impl Authorizer {
 
     /// Refuses unless `ctx`'s principal holds every permission of `role` on
     /// the scope it would be granted on: nobody grants what they lack.
+    ///
+    /// A permission behind a feature the organization's tier does not
+    /// include is held by nobody in it; it counts as held when the caller's
+    /// roles and the tenant's policies would grant it were the feature on.
+    /// So an owner on a small tier still makes an admin, and a later upgrade
+    /// never hands a grantee a permission the granter's roles do not name.
     pub async fn check_grant(
         &self,
         ctx: &TenantContext,
@@ -128,7 +134,23 @@ impl Authorizer {
         scope: &Resource,
     ) -> Result<(), PolicyError> {
         let held = self.permissions_on(ctx, scope, facts).await?;
-        let missing: Vec<&String> = role.permissions.difference(&held).collect();
+        let (_, entitled) = self.entitlements(ctx).await?;
+        let mut missing: Vec<&String> = Vec::new();
+        for permission in role.permissions.difference(&held) {
+            let gated_off = self
+                .engine()
+                .catalogue()
+                .permission(permission)
+                .and_then(|p| p.entitlement.as_ref())
+                .is_some_and(|feature| !entitled.contains(feature));
+            if !(gated_off
+                && self
+                    .allowed_if_entitled(ctx, permission, scope, facts)
+                    .await?)
+            {
+                missing.push(permission);
+            }
+        }
         if missing.is_empty() {
             Ok(())
         } else {

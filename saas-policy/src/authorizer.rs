@@ -266,21 +266,31 @@ const PREBUILT_WORKSPACES: usize = 256;
 /// Principals cached per tenant; more than this and the map starts over.
 const PRINCIPALS_PER_TENANT: usize = 50_000;
 
+/// Every entitlement a tier can switch on, in [`entitlements`]' order.
+const FEATURES: [&str; 5] = [
+    "advanced_analytics",
+    "team_collaboration",
+    "custom_frameworks",
+    "api_access",
+    "sso",
+];
+
 /// The tier's feature flags as entitlement names.
 #[must_use]
 pub fn entitlements(tier: Tier) -> Vec<String> {
     let f = tier.features();
-    [
-        ("advanced_analytics", f.advanced_analytics),
-        ("team_collaboration", f.team_collaboration),
-        ("custom_frameworks", f.custom_frameworks),
-        ("api_access", f.api_access),
-        ("sso", f.sso),
-    ]
-    .into_iter()
-    .filter(|(_, on)| *on)
-    .map(|(n, _)| n.to_owned())
-    .collect()
+    FEATURES
+        .into_iter()
+        .zip([
+            f.advanced_analytics,
+            f.team_collaboration,
+            f.custom_frameworks,
+            f.api_access,
+            f.sso,
+        ])
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n.to_owned())
+        .collect()
 }
 
 impl Authorizer {
@@ -432,6 +442,26 @@ impl Authorizer {
         resource: &Resource,
         facts: &Facts,
     ) -> Result<Decision, PolicyError> {
+        self.evaluate_entitled(
+            tenant,
+            principal,
+            action,
+            resource,
+            facts,
+            &tenant.ctx_entitlements,
+        )
+    }
+
+    /// [`Self::evaluate`] with the entitlements the context names given.
+    fn evaluate_entitled(
+        &self,
+        tenant: &TenantState,
+        principal: &PrincipalState,
+        action: &str,
+        resource: &Resource,
+        facts: &Facts,
+        entitlements: &RestrictedExpression,
+    ) -> Result<Decision, PolicyError> {
         let (resource_uid, built) = match resource {
             Resource::Org => (tenant.org_uid.clone(), None),
             Resource::Workspace(w) => {
@@ -504,7 +534,7 @@ impl Authorizer {
                 "tier".into(),
                 RestrictedExpression::new_string(tenant.tier.as_str().to_owned()),
             ),
-            ("entitlements".into(), tenant.ctx_entitlements.clone()),
+            ("entitlements".into(), entitlements.clone()),
             (
                 "now".into(),
                 RestrictedExpression::new_long(now.timestamp()),
@@ -543,6 +573,28 @@ impl Authorizer {
             context,
             entities,
         )
+    }
+
+    /// Whether `ctx`'s principal would be allowed `action` on `resource` were
+    /// its organization entitled to every feature: what its roles and the
+    /// tenant's policies grant, whatever the tier leaves out.
+    pub(crate) async fn allowed_if_entitled(
+        &self,
+        ctx: &TenantContext,
+        action: &str,
+        resource: &Resource,
+        facts: &Facts,
+    ) -> Result<bool, PolicyError> {
+        if matches!(ctx.principal(), Principal::System { .. }) {
+            return Ok(true);
+        }
+        self.inner.engine.action_uid(action)?;
+        let tenant = self.tenant_state(ctx).await?;
+        let principal = self.principal_state(ctx, &tenant).await?;
+        let every = restricted_set(FEATURES.iter().copied());
+        Ok(self
+            .evaluate_entitled(&tenant, &principal, action, resource, facts, &every)?
+            .is_allowed())
     }
 
     fn principal_set(

@@ -86,6 +86,11 @@ impl AppState {
             Arc::new(AuthGrants(auth.clone())),
         );
         policy.set_require_break_glass(config.require_break_glass);
+        // Identity's member management is decided by the policy too. The
+        // grant source above keeps the handle without the authority, so the
+        // two make no reference cycle.
+        let auth =
+            auth.with_member_authority(Arc::new(crate::guard::PolicyAuthority(policy.clone())));
         let meter = saas_billing::Meter::new(
             db.clone(),
             saas_billing::MetricCatalogue::default_catalogue()?,

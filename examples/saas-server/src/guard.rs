@@ -7,6 +7,10 @@
 //! `Authn` extractors refuse to hand out a context the guard did not approve,
 //! so a handler cannot run unguarded. [`crate::route_specs`] lists every route
 //! with its [`Guard`]; a test walks it.
+//!
+//! Inside a handler, saas-auth's own checks of member management (the
+//! action of each flow, and standing for each role it hands out) are decided
+//! the same way by `PolicyAuthority`, installed on the server's `Auth`.
 
 use axum::RequestPartsExt as _;
 use axum::Router;
@@ -16,9 +20,9 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
-use saas_auth::Authenticated;
+use saas_auth::{AuthError, Authenticated};
 use saas_core::WorkspaceId;
-use saas_policy::{Decision, Facts, Resource, Visible};
+use saas_policy::{Decision, Facts, Level, PolicyError, Resource, Visible};
 
 use crate::app::AppState;
 use crate::problem::ApiError;
@@ -278,57 +282,106 @@ pub(crate) fn facts_of(who: &Authenticated, meta: &saas_auth::ClientMeta) -> Fac
     }
 }
 
-/// A second action inside a handler (e.g. a member renaming themselves needs
-/// `self.manage`, changing someone else needs `users.update` as well).
-pub(crate) async fn require(
-    state: &AppState,
-    who: &Authenticated,
-    meta: &saas_auth::ClientMeta,
-    action: &'static str,
-    resource: &Resource,
-) -> Result<(), ApiError> {
-    match state
-        .policy()
-        .authorize_with(&who.ctx, action, resource, &facts_of(who, meta))
-        .await?
-    {
-        Decision::Allow(_) => Ok(()),
-        Decision::Deny(why) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{action} is not allowed: {}", why.summary),
-        )
-        .with("action", serde_json::json!(action))),
+/// saas-auth's member management decided by saas-policy, installed on the
+/// server's [`saas_auth::Auth`]: identity names the catalogue action of each
+/// flow (`users.invite`, `api_keys.create`, ...) and each role it hands out,
+/// and this answers as the route guard does, with the same request facts, so
+/// an organization's custom role holding `users.invite` invites, and an
+/// operator acts only under break-glass. Grants follow saas-policy's rule:
+/// nobody grants a permission they do not hold
+/// ([`saas_policy::Authorizer::check_grant`]).
+#[derive(Debug)]
+pub(crate) struct PolicyAuthority(pub(crate) saas_policy::Authorizer);
+
+#[async_trait::async_trait]
+impl saas_auth::MemberAuthority for PolicyAuthority {
+    async fn require(
+        &self,
+        who: &Authenticated,
+        meta: &saas_auth::ClientMeta,
+        action: &str,
+        scope: saas_auth::Scope,
+    ) -> Result<(), AuthError> {
+        let resource = resource_of(scope);
+        let decision = self
+            .0
+            .authorize_with(&who.ctx, action, &resource, &facts_of(who, meta))
+            .await
+            .map_err(auth_error)?;
+        match decision {
+            Decision::Allow(_) => Ok(()),
+            // Another tenant's workspace (or none) is not found, as at the guard.
+            Decision::Deny(why)
+                if matches!(resource, Resource::Workspace(_))
+                    && why
+                        .policies
+                        .iter()
+                        .any(|p| p == saas_policy::TENANT_ISOLATION) =>
+            {
+                Err(AuthError::NotFound {
+                    entity: "workspace",
+                })
+            }
+            Decision::Deny(why) => Err(AuthError::Denied {
+                action: Some(action.to_owned()),
+                message: format!("{action} is not allowed: {}", why.summary),
+            }),
+        }
+    }
+
+    async fn require_grant(
+        &self,
+        who: &Authenticated,
+        meta: &saas_auth::ClientMeta,
+        role: &str,
+        scope: saas_auth::Scope,
+    ) -> Result<(), AuthError> {
+        let level = match scope {
+            saas_auth::Scope::Org => Level::Org,
+            saas_auth::Scope::Workspace(_) => Level::Workspace,
+        };
+        let found = self
+            .0
+            .role(&who.ctx, level, role)
+            .await
+            .map_err(|e| match e {
+                PolicyError::NotFound { .. } => AuthError::Validation {
+                    field: "role",
+                    message: format!(
+                        "{role:?} is not a {} role of this organization",
+                        level.as_str()
+                    ),
+                },
+                other => auth_error(other),
+            })?;
+        // Nobody grants what they do not hold (features the tier leaves
+        // out: see `check_grant`).
+        self.0
+            .check_grant(&who.ctx, &facts_of(who, meta), &found, &resource_of(scope))
+            .await
+            .map_err(auth_error)
     }
 }
 
-/// Refuses granting `role` on `scope` unless the caller holds all its permissions there.
-pub(crate) async fn require_grant(
-    state: &AppState,
-    who: &Authenticated,
-    meta: &saas_auth::ClientMeta,
-    level: saas_policy::Level,
-    role: &str,
-    scope: &Resource,
-) -> Result<(), ApiError> {
-    let role = state
-        .policy()
-        .role(&who.ctx, level, role)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                format!(
-                    "{role:?} is not a {} role of this organization",
-                    level.as_str()
-                ),
-            )
-            .with("field", serde_json::json!("role"))
-        })?;
-    state
-        .policy()
-        .check_grant(&who.ctx, &facts_of(who, meta), &role, scope)
-        .await?;
-    Ok(())
+fn resource_of(scope: saas_auth::Scope) -> Resource {
+    match scope {
+        saas_auth::Scope::Org => Resource::Org,
+        saas_auth::Scope::Workspace(w) => Resource::Workspace(w),
+    }
+}
+
+/// saas-policy's refusal as identity's: denials stay 403 `forbidden`.
+fn auth_error(e: PolicyError) -> AuthError {
+    match e {
+        PolicyError::Core(c) => AuthError::Core(c),
+        PolicyError::Audit(a) => AuthError::Audit(a),
+        PolicyError::Forbidden(message) => AuthError::Denied {
+            action: None,
+            message,
+        },
+        PolicyError::Validation { field, message } => AuthError::Validation { field, message },
+        PolicyError::NotFound { entity } => AuthError::NotFound { entity },
+        PolicyError::Conflict { code, message } => AuthError::Conflict { code, message },
+        other => AuthError::Core(saas_core::CoreError::Internal(other.to_string())),
+    }
 }

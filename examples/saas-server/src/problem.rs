@@ -255,7 +255,7 @@ impl From<saas_auth::AuthError> for ApiError {
             | E::RefreshReuse
             | E::InvalidCode => (StatusCode::UNAUTHORIZED, None),
             E::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
-            E::StepUpRequired | E::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+            E::StepUpRequired | E::Forbidden(_) | E::Denied { .. } => (StatusCode::FORBIDDEN, None),
             E::WeakPassword(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Some("password".to_owned()),
@@ -278,12 +278,20 @@ impl From<saas_auth::AuthError> for ApiError {
                 );
             }
         };
-        Self {
+        let err = Self {
             status,
             code,
             detail: e.to_string(),
             field,
             extensions: None,
+        };
+        match e {
+            // A policy denial names its action, as the route guard's does.
+            E::Denied {
+                action: Some(action),
+                ..
+            } => err.with("action", serde_json::json!(action)),
+            _ => err,
         }
     }
 }

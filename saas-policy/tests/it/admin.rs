@@ -76,6 +76,33 @@ both_backends! {
         assert!(matches!(err, PolicyError::Conflict { code: "role_exists", .. }), "{err}");
     }
 
+    async fn a_feature_the_tier_leaves_out_counts_as_held_only_when_the_granters_roles_name_it(t) {
+        // On the team tier nobody holds `analytics.view` (advanced analytics
+        // is off). The owner's role names it, so the owner still defines and
+        // grants roles carrying it; a recruiter's custom role does not, so the
+        // recruiter cannot hand it out, and an upgrade later gives no grantee
+        // what the recruiter never held.
+        let grants = Arc::new(MemGrants::default());
+        let authz = authorizer(&t, grants.clone());
+        let org = t.tenant("acme", Tier::Team).await;
+        let facts = Facts::default();
+        let owner = user(&grants, &org, Grants { org_roles: vec!["owner".into()], ..Grants::default() });
+        assert!(!authz.authorize(&owner, "analytics.view", &Resource::Org).await.unwrap().is_allowed());
+        authz.create_role(&owner, &facts, role("analyst_plus", Level::Org, &["users.read", "analytics.view"])).await.unwrap();
+        authz.create_role(&owner, &facts, role("recruiter", Level::Org, &["roles.assign", "users.read"])).await.unwrap();
+        let target = saas_core::UserId::new();
+        authz.assign(&owner, &facts, &RoleGrant {
+            assignee: Assignee::User(target), role: "admin".into(), workspace: None,
+        }).await.unwrap();
+        let recruiter = user(&grants, &org, Grants { org_roles: vec!["recruiter".into()], ..Grants::default() });
+        let err = authz.assign(&recruiter, &facts, &RoleGrant {
+            assignee: Assignee::User(target), role: "analyst_plus".into(), workspace: None,
+        }).await.unwrap_err();
+        assert!(matches!(&err, PolicyError::Forbidden(m) if m.contains("analytics.view")), "{err}");
+        let err = authz.create_role(&recruiter, &facts, role("viewer", Level::Org, &["analytics.view"])).await.unwrap_err();
+        assert!(matches!(&err, PolicyError::Forbidden(m) if m.contains("analytics.view")), "{err}");
+    }
+
     async fn tenant_policies_cannot_reach_another_tenant(t) {
         let grants = Arc::new(MemGrants::default());
         let authz = authorizer(&t, grants.clone());

@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::auth::{Authn, Meta, Platform, PublicTenant, tenant_only, tenant_scope};
 use crate::guard::{self, Api, Guard};
 use crate::problem::{ApiError, ApiJson, ApiPath};
-use saas_policy::{Level, Resource};
+use saas_policy::Resource;
 
 /// Routes that resolve the tenant but need no credential.
 pub(crate) fn public_router(state: AppState) -> Api {
@@ -158,7 +158,7 @@ pub(crate) fn router(state: AppState) -> Api {
         )
         .get(
             "/api/invitations",
-            Guard::Tenant("users.read"),
+            Guard::Tenant("users.invite"),
             list_invitations,
         )
         .post("/api/invitations", Guard::Tenant("users.invite"), invite)
@@ -633,15 +633,10 @@ async fn update_user(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(b): ApiJson<MemberPatch>,
 ) -> Result<Json<Member>, ApiError> {
-    // The route needs `self.manage`; touching another member, a status or a
-    // role needs `users.update`, and a role also needs standing to grant it.
-    if b.role.is_some() || b.disabled.is_some() || who.user() != Some(id) {
-        guard::require(&s, &who, &meta, "users.update", &Resource::Org).await?;
-    }
-    if let Some(role) = &b.role {
-        guard::require(&s, &who, &meta, "roles.assign", &Resource::Org).await?;
-        guard::require_grant(&s, &who, &meta, Level::Org, role, &Resource::Org).await?;
-    }
+    // The route needs `self.manage`; saas-auth asks the policy (the installed
+    // `guard::PolicyAuthority`) for `users.update` to touch another member or
+    // a status, and for `roles.assign` and standing for both roles involved
+    // to change a role.
     let changes_grants = b.role.is_some() || b.disabled.is_some();
     let member = s.auth().update_member(&who, id, b, &meta).await?;
     // The committed change stands; a failed invalidation leaves the TTL.
@@ -684,8 +679,9 @@ async fn revoke_user_sessions(
 async fn list_invitations(
     State(s): State<AppState>,
     Authn(who): Authn,
+    Meta(meta): Meta,
 ) -> Result<Json<Vec<Invitation>>, ApiError> {
-    Ok(Json(s.auth().list_invitations(&who).await?))
+    Ok(Json(s.auth().list_invitations(&who, &meta).await?))
 }
 
 async fn invite(
@@ -731,15 +727,8 @@ async fn set_workspace_member(
     ApiPath((ws, user)): ApiPath<(WorkspaceId, UserId)>,
     ApiJson(b): ApiJson<Role>,
 ) -> Result<Json<WorkspaceMember>, ApiError> {
-    guard::require_grant(
-        &s,
-        &who,
-        &meta,
-        Level::Workspace,
-        &b.role,
-        &Resource::Workspace(ws),
-    )
-    .await?;
+    // saas-auth asks the policy for standing for the role given and the one
+    // it replaces in this workspace.
     Ok(Json(
         s.auth()
             .set_workspace_role(&who, ws, user, &b.role, &meta)
@@ -762,8 +751,9 @@ async fn remove_workspace_member(
 async fn list_api_keys(
     State(s): State<AppState>,
     Authn(who): Authn,
+    Meta(meta): Meta,
 ) -> Result<Json<Vec<ApiKey>>, ApiError> {
-    Ok(Json(s.auth().list_api_keys(&who).await?))
+    Ok(Json(s.auth().list_api_keys(&who, &meta).await?))
 }
 
 #[derive(Debug, Serialize)]
@@ -821,8 +811,9 @@ async fn revoke_api_key(
 async fn list_services(
     State(s): State<AppState>,
     Authn(who): Authn,
+    Meta(meta): Meta,
 ) -> Result<Json<Vec<ServiceIdentity>>, ApiError> {
-    Ok(Json(s.auth().list_services(&who).await?))
+    Ok(Json(s.auth().list_services(&who, &meta).await?))
 }
 
 async fn create_service(
@@ -831,12 +822,8 @@ async fn create_service(
     Meta(meta): Meta,
     ApiJson(b): ApiJson<NewService>,
 ) -> Result<(StatusCode, Json<Created<ServiceIdentity>>), ApiError> {
-    // saas-auth refuses `owner` for services outright (a validation error).
-    for role in b.roles.iter().filter(|r| *r != "owner") {
-        if s.policy().role(&who.ctx, Level::Org, role).await.is_ok() {
-            guard::require_grant(&s, &who, &meta, Level::Org, role, &Resource::Org).await?;
-        }
-    }
+    // saas-auth refuses `owner` for services outright (a validation error)
+    // and asks the policy for standing for every other role.
     let (item, secret) = s.auth().create_service(&who, b, &meta).await?;
     Ok((StatusCode::CREATED, Json(Created { item, secret })))
 }

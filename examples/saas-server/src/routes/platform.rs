@@ -408,7 +408,14 @@ async fn provision_owner(
         display_name: b.display_name,
         role: "owner".into(),
     };
-    let member = s.auth().provision_member(&who, new, &meta).await?;
+    // The platform action above authorized this; inside the tenant the
+    // operator holds no break-glass grant, so identity's built-in rule
+    // (an operator counts as an owner) decides, not the policy.
+    let member = s
+        .auth()
+        .without_member_authority()
+        .provision_member(&who, new, &meta)
+        .await?;
     s.policy().roles_changed(&who.ctx).await?;
     Ok((StatusCode::CREATED, Json(member)))
 }

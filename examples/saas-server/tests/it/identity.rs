@@ -349,13 +349,17 @@ both_backends! {
         assert_eq!(r.body["revoked"], 1, "{}", r.body);
         h.call_as(Some(&s(&third, "access_token")), Method::GET, "/api/auth/me", Some(&tenant), None).await
             .assert_problem(StatusCode::UNAUTHORIZED, "session_revoked");
-        // An admin revokes all of a member's sessions; then disables the membership.
+        // An admin revokes all of a member's sessions; then the membership is disabled.
         let r = h.call_as(Some(&admin), Method::DELETE, &format!("/api/users/{mia}/sessions"), Some(&tenant), None).await;
         assert_eq!(r.body["revoked"], 1, "{}", r.body);
         h.call_as(Some(&mia_access), Method::GET, "/api/auth/me", Some(&tenant), None).await
             .assert_problem(StatusCode::UNAUTHORIZED, "session_revoked");
         let fresh = h.login(&tenant, "mia@example.com").await;
-        let r = h.call_as(Some(&admin), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"disabled": true}))).await;
+        // Disabling needs standing for the member's role: Mia is a billing
+        // admin, which the admin does not hold; the owner disables her.
+        h.call_as(Some(&admin), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"disabled": true}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        let r = h.call_as(Some(&owner), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"disabled": true}))).await;
         assert_eq!(r.body["disabled"], true, "{}", r.body);
         h.call_as(Some(&s(&fresh, "access_token")), Method::GET, "/api/auth/me", Some(&tenant), None).await
             .assert_problem(StatusCode::UNAUTHORIZED, "session_revoked");
@@ -369,8 +373,11 @@ both_backends! {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(h.call_as(Some(&admin), Method::GET, &format!("/api/workspaces/{ws}/members"), Some(&tenant), None).await.body[0]["role"], "senior_pm");
         assert_eq!(h.call_as(Some(&admin), Method::DELETE, &format!("/api/workspaces/{ws}/members/{olga}"), Some(&tenant), None).await.status, StatusCode::NO_CONTENT);
-        // Removing a member.
-        assert_eq!(h.call_as(Some(&admin), Method::DELETE, &format!("/api/users/{mia}"), Some(&tenant), None).await.status, StatusCode::NO_CONTENT);
+        // Removing a member needs standing for their role: Mia is a billing
+        // admin, which the admin does not hold; the owner removes her.
+        h.call_as(Some(&admin), Method::DELETE, &format!("/api/users/{mia}"), Some(&tenant), None).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(h.call_as(Some(&owner), Method::DELETE, &format!("/api/users/{mia}"), Some(&tenant), None).await.status, StatusCode::NO_CONTENT);
         h.call_as(Some(&admin), Method::GET, &format!("/api/users/{mia}"), Some(&tenant), None).await
             .assert_problem(StatusCode::NOT_FOUND, "not_found");
         let log = h.call(Method::GET, "/api/audit-logs", Some(&tenant), None).await;

@@ -348,3 +348,152 @@ both_backends! {
         assert_eq!(decide(eu.clone()).await["decision"], "deny");
     }
 }
+
+/// The built-in `member` role's permissions (catalogue.toml), which the
+/// custom roles below add to.
+const MEMBER: [&str; 6] = [
+    "org.read",
+    "self.manage",
+    "users.read",
+    "workspaces.read",
+    "entitlements.read",
+    "roles.read",
+];
+
+/// The owner defines an organization role of `extra` plus everything a
+/// member holds; returns its JSON name.
+async fn custom_role(h: &Harness, tenant: &str, owner: &str, name: &str, extra: &[&str]) {
+    let permissions: Vec<&str> = extra.iter().chain(MEMBER.iter()).copied().collect();
+    let r = h
+        .call_as(
+            Some(owner),
+            Method::POST,
+            "/api/roles",
+            Some(tenant),
+            Some(json!({"name": name, "level": "org", "permissions": permissions})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+/// The owner gives `user` the organization role `role`.
+async fn give(h: &Harness, tenant: &str, owner: &str, user: &str, role: &str) {
+    let r = h
+        .call_as(
+            Some(owner),
+            Method::POST,
+            "/api/user-roles",
+            Some(tenant),
+            Some(json!({"assignee": {"type": "user", "id": user}, "role": role})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+both_backends! {
+    migrations = saas_server::migration_sets();
+
+    async fn a_custom_role_holding_users_invite_invites_and_provisions_only_what_it_holds(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        let (owner, _, _) = h.mfa_member(&tenant, "olga@example.com", "owner").await;
+        let ws = s(&h.call(Method::POST, "/api/workspaces", Some(&tenant), Some(json!({"name": "eu"}))).await.body, "id");
+        let mia = h.member(&tenant, "mia@example.com", "member").await;
+        let rita = h.member(&tenant, "rita@example.com", "member").await;
+        let token = s(&h.login(&tenant, "rita@example.com").await, "access_token");
+        let invite = |email: &str, role: &str| json!({"email": email, "role": role});
+        let provision = |email: &str, role: &str| json!({"email": email, "display_name": "New", "role": role});
+        // As a plain member she may not invite.
+        h.call_as(Some(&token), Method::POST, "/api/invitations", Some(&tenant), Some(invite("early@example.com", "member"))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        custom_role(&h, &tenant, &owner, "recruiter", &["users.invite"]).await;
+        give(&h, &tenant, &owner, &rita, "recruiter").await;
+        // With the custom role she invites and provisions members: the
+        // server's guard and identity agree.
+        let r = h.call_as(Some(&token), Method::POST, "/api/invitations", Some(&tenant), Some(invite("new@example.com", "member"))).await;
+        assert_eq!((r.status, &r.body["role"]), (StatusCode::CREATED, &json!("member")), "{}", r.body);
+        let r = h.call_as(Some(&token), Method::POST, "/api/users", Some(&tenant), Some(provision("prov@example.com", "member"))).await;
+        assert_eq!((r.status, &r.body["role"]), (StatusCode::CREATED, &json!("member")), "{}", r.body);
+        let listed = h.call_as(Some(&token), Method::GET, "/api/invitations", Some(&tenant), None).await;
+        assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{}", listed.body);
+        // Never into a role, or a workspace role, whose permissions she lacks.
+        for (path, body) in [("/api/invitations", invite("boss@example.com", "admin")), ("/api/users", provision("boss@example.com", "admin"))] {
+            let r = h.call_as(Some(&token), Method::POST, path, Some(&tenant), Some(body)).await;
+            r.assert_problem(StatusCode::FORBIDDEN, "forbidden");
+            assert!(r.body["detail"].as_str().unwrap().contains("you cannot grant role admin"), "{}", r.body);
+        }
+        h.call_as(Some(&token), Method::POST, "/api/invitations", Some(&tenant), Some(json!({"email": "ws@example.com", "role": "member", "workspace_id": ws, "workspace_role": "owner"}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(h.mail_count("boss@example.com").await + h.mail_count("ws@example.com").await, 0);
+        // And nothing the role does not hold: keys, removals, role changes.
+        let r = h.call_as(Some(&token), Method::POST, "/api/api-keys", Some(&tenant), Some(json!({"name": "ci", "scopes": []}))).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(r.body["action"], "api_keys.create", "{}", r.body);
+        let r = h.call_as(Some(&token), Method::DELETE, &format!("/api/users/{mia}"), Some(&tenant), None).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(r.body["action"], "users.remove", "{}", r.body);
+        let r = h.call_as(Some(&token), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"disabled": true}))).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(r.body["action"], "users.update", "{}", r.body);
+        // Losing the role takes the invitations away at once.
+        let r = h.call_as(Some(&owner), Method::DELETE, "/api/user-roles", Some(&tenant), Some(json!({"assignee": {"type": "user", "id": rita}, "role": "recruiter"}))).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        h.call_as(Some(&token), Method::POST, "/api/invitations", Some(&tenant), Some(invite("late@example.com", "member"))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+    }
+
+    async fn a_custom_role_holding_api_keys_create_mints_keys_no_wider_than_itself(t) {
+        let h = Harness::new(t).await;
+        let tenant = h.tenant("acme").await;
+        let (owner, _, _) = h.mfa_member(&tenant, "olga@example.com", "owner").await;
+        let (token, _, _) = h.mfa_member(&tenant, "ivan@example.com", "member").await;
+        let ivan = s(&h.call_as(Some(&token), Method::GET, "/api/auth/me", Some(&tenant), None).await.body["account"], "id");
+        custom_role(&h, &tenant, &owner, "integrator", &["api_keys.create", "api_keys.read"]).await;
+        give(&h, &tenant, &owner, &ivan, "integrator").await;
+        let key = |scopes: serde_json::Value| json!({"name": "ci", "scopes": scopes});
+        // A key carrying what he holds works...
+        let r = h.call_as(Some(&token), Method::POST, "/api/api-keys", Some(&tenant), Some(key(json!(["users.read", "workspaces.read"])))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let secret = s(&r.body, "secret");
+        let id = s(&r.body, "id");
+        assert_eq!(h.call_as(Some(&secret), Method::GET, "/api/workspaces", Some(&tenant), None).await.status, StatusCode::OK);
+        let listed = h.call_as(Some(&token), Method::GET, "/api/api-keys", Some(&tenant), None).await;
+        assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{}", listed.body);
+        // ... one carrying more is refused, and nothing is created.
+        for scopes in [json!(["users.invite"]), json!(["workspaces.read", "api_keys.revoke"]), json!(["billing.manage"])] {
+            h.call_as(Some(&token), Method::POST, "/api/api-keys", Some(&tenant), Some(key(scopes))).await
+                .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        }
+        let listed = h.call(Method::GET, "/api/api-keys", Some(&tenant), None).await;
+        assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{}", listed.body);
+        // Revoking, and service identities, are not his.
+        let r = h.call_as(Some(&token), Method::DELETE, &format!("/api/api-keys/{id}"), Some(&tenant), None).await;
+        r.assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(r.body["action"], "api_keys.revoke", "{}", r.body);
+        h.call_as(Some(&token), Method::POST, "/api/service-identities", Some(&tenant), Some(json!({"name": "etl", "roles": ["member"]}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+    }
+
+    async fn on_a_smaller_tier_owners_still_grant_admin_though_nobody_holds_the_features_it_lacks(t) {
+        let h = Harness::new(t).await;
+        // The team tier lacks advanced analytics and custom frameworks, which
+        // the admin role names: nobody there holds them, so they do not stand
+        // in the way of a grant.
+        let r = h.call(Method::POST, "/api/tenants", None, Some(json!({"slug": "crew", "name": "Crew", "tier": "team", "activate": true}))).await;
+        let tenant = s(&r.body, "id");
+        let (owner, _, _) = h.mfa_member(&tenant, "olga@example.com", "owner").await;
+        let r = h.call_as(Some(&owner), Method::POST, "/api/invitations", Some(&tenant), Some(json!({"email": "ada@example.com", "role": "admin"}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let r = h.call_as(Some(&owner), Method::POST, "/api/users", Some(&tenant), Some(json!({"email": "abe@example.com", "display_name": "Abe", "role": "admin"}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let mia = h.member(&tenant, "mia@example.com", "member").await;
+        let r = h.call_as(Some(&owner), Method::PATCH, &format!("/api/users/{mia}"), Some(&tenant), Some(json!({"role": "admin"}))).await;
+        assert_eq!((r.status, &r.body["role"]), (StatusCode::OK, &json!("admin")), "{}", r.body);
+        // What the tier does entitle still counts: an admin lacks billing.
+        let admin = s(&h.login(&tenant, "mia@example.com").await, "access_token");
+        h.call_as(Some(&admin), Method::POST, "/api/invitations", Some(&tenant), Some(json!({"email": "boss@example.com", "role": "owner"}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+        h.call_as(Some(&admin), Method::POST, "/api/invitations", Some(&tenant), Some(json!({"email": "cash@example.com", "role": "billing_admin"}))).await
+            .assert_problem(StatusCode::FORBIDDEN, "forbidden");
+    }
+}
