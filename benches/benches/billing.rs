@@ -245,31 +245,41 @@ fn bench(c: &mut Criterion) {
             }
         });
     });
-    group.bench_function(format!("record_batch_2_writers/{REPLAY_SIZE}"), |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (meter, ingest) = (&meter, &ingest);
-            async move {
-                // `iters` batches, half on each of two concurrent writers.
-                let halves: Vec<Vec<Vec<UsageEvent>>> = (0..2)
-                    .map(|w| {
-                        (0..(iters + 1 - w) / 2)
-                            .map(|_| events(REPLAY_SIZE, &ingest.workspaces))
-                            .collect()
-                    })
-                    .collect();
-                let writer = |batches: Vec<Vec<UsageEvent>>| async move {
-                    for batch in batches {
-                        assert_eq!(record(meter, ingest, batch).await, REPLAY_SIZE as u64);
+    for writers in [2u64, 4] {
+        group.bench_function(
+            format!("record_batch_{writers}_writers/{REPLAY_SIZE}"),
+            |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (meter, ingest) = (&meter, &ingest);
+                    async move {
+                        // `iters` batches, shared out over concurrent writers.
+                        let shares: Vec<Vec<Vec<UsageEvent>>> = (0..writers)
+                            .map(|w| {
+                                (0..(iters + writers - 1 - w) / writers)
+                                    .map(|_| events(REPLAY_SIZE, &ingest.workspaces))
+                                    .collect()
+                            })
+                            .collect();
+                        let mut tasks = tokio::task::JoinSet::new();
+                        let start = Instant::now();
+                        for batches in shares {
+                            let (meter, ctx) = (meter.clone(), ingest.ctx.clone());
+                            tasks.spawn(async move {
+                                for batch in batches {
+                                    let receipt = meter.record_batch(&ctx, batch).await.unwrap();
+                                    assert_eq!(receipt.counted, REPLAY_SIZE as u64);
+                                }
+                            });
+                        }
+                        while let Some(done) = tasks.join_next().await {
+                            done.unwrap();
+                        }
+                        start.elapsed()
                     }
-                };
-                let mut halves = halves.into_iter();
-                let (a, b) = (halves.next().unwrap(), halves.next().unwrap());
-                let start = Instant::now();
-                tokio::join!(writer(a), writer(b));
-                start.elapsed()
-            }
-        });
-    });
+                });
+            },
+        );
+    }
     group.finish();
 
     // Ten million events for one tenant, through the same path, untimed.

@@ -409,41 +409,47 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 /// JSON with object keys sorted at every level and no insignificant whitespace.
 #[must_use]
 pub fn canonical_json(v: &serde_json::Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(v, &mut out);
-    out
+    // Everything written is JSON text, so it is UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn write_canonical(v: &serde_json::Value, out: &mut String) {
+/// Appends `map` to `out` as [`canonical_json`] would write it as an object,
+/// without building a `Value` around it.
+pub fn write_canonical_object(map: &serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, k);
+        out.push(b':');
+        write_canonical(v, out);
+    }
+    out.push(b'}');
+}
+
+fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                if let Some(val) = map.get(*k) {
-                    write_canonical(val, out);
-                }
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        // Serializing a scalar into a Vec cannot fail.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
@@ -453,6 +459,56 @@ pub const GENESIS: [u8; 32] = [0; 32];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The form as first written (a `Value` per key and scalar, through
+    /// `to_string`): every stored hash and billing fingerprint was made with
+    /// it, so the faster writer must give the same bytes.
+    fn reference_canonical(v: &serde_json::Value) -> String {
+        use serde_json::Value;
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let parts: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{}:{}",
+                            Value::String((*k).clone()),
+                            reference_canonical(&map[k.as_str()])
+                        )
+                    })
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            }
+            Value::Array(items) => {
+                let parts: Vec<String> = items.iter().map(reference_canonical).collect();
+                format!("[{}]", parts.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_canonical_writer_gives_the_bytes_of_the_first_form() {
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        let cases = [
+            serde_json::json!({"b": 1, "a": {"d": [3, {"z": 1, "y": 2}], "c": "x"}}),
+            serde_json::json!({"q\"uote": "back\\slash", "ctl": controls, "é": "ü€😀", "": null}),
+            serde_json::json!({"n": [0, -1, 1.5, 1e21, 1e-7, 18446744073709551615u64, -9223372036854775808i64]}),
+            serde_json::json!({"t": true, "f": false, "nested": {"b": {"a": [[], {}]}}, "Z": 0, "a": 0, "_": 0}),
+            serde_json::json!("top-level \u{7f} string"),
+            serde_json::json!([1, "two", {"b": 2, "a": 1}]),
+        ];
+        for v in &cases {
+            assert_eq!(canonical_json(v), reference_canonical(v), "{v}");
+            if let serde_json::Value::Object(map) = v {
+                let mut out = Vec::new();
+                write_canonical_object(map, &mut out);
+                assert_eq!(String::from_utf8(out).unwrap(), reference_canonical(v));
+            }
+        }
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {

@@ -268,19 +268,35 @@ impl UsageEvent {
     }
 
     /// The digest of the content the client chose (a defaulted timestamp is
-    /// not part of it, so a retry without one is still the same event).
+    /// not part of it, so a retry without one is still the same event): the
+    /// SHA-256 of a canonical JSON object (keys sorted at every level) of
+    /// code, properties, quantity, subject, timestamp and workspace, written
+    /// straight into one buffer.
     fn fingerprint(&self, quantity: Decimal) -> Vec<u8> {
-        let content = serde_json::json!({
-            "code": self.code,
-            "timestamp": self.timestamp.map(saas_audit::event::format_time),
-            "workspace_id": self.workspace_id.map(|w| w.to_string()),
-            "subject": self.subject,
-            "quantity": quantity.normalize().to_string(),
-            "properties": serde_json::Value::Object(self.properties.clone()),
-        });
-        let mut h = Sha256::new();
-        h.update(saas_audit::event::canonical_json(&content).as_bytes());
-        h.finalize().to_vec()
+        let mut out = Vec::with_capacity(256);
+        let string = |out: &mut Vec<u8>, s: Option<&str>| match s {
+            // Serializing a &str into a Vec cannot fail.
+            Some(s) => {
+                let _ = serde_json::to_writer(&mut *out, s);
+            }
+            None => out.extend_from_slice(b"null"),
+        };
+        out.extend_from_slice(b"{\"code\":");
+        string(&mut out, Some(&self.code));
+        out.extend_from_slice(b",\"properties\":");
+        saas_audit::event::write_canonical_object(&self.properties, &mut out);
+        out.extend_from_slice(b",\"quantity\":");
+        string(&mut out, Some(&quantity.normalize().to_string()));
+        out.extend_from_slice(b",\"subject\":");
+        string(&mut out, self.subject.as_deref());
+        out.extend_from_slice(b",\"timestamp\":");
+        let timestamp = self.timestamp.map(saas_audit::event::format_time);
+        string(&mut out, timestamp.as_deref());
+        out.extend_from_slice(b",\"workspace_id\":");
+        let workspace = self.workspace_id.map(|w| w.to_string());
+        string(&mut out, workspace.as_deref());
+        out.push(b'}');
+        Sha256::digest(&out).to_vec()
     }
 }
 
@@ -406,7 +422,9 @@ struct Delta {
     uniques: BTreeSet<String>,
 }
 
-type GroupKey = (String, DateTime<Utc>, Uuid);
+/// A rollup row: metric code (borrowed from the catalogue), period start and
+/// scope. Sorted, so every transaction locks rollup rows in the same order.
+type GroupKey<'a> = (&'a str, DateTime<Utc>, Uuid);
 
 impl Meter {
     /// A meter over `db` with `metrics`.
@@ -657,9 +675,9 @@ impl Meter {
         Ok(())
     }
 
-    fn accumulate(
-        &self,
-        deltas: &mut BTreeMap<GroupKey, Delta>,
+    fn accumulate<'m>(
+        &'m self,
+        deltas: &mut BTreeMap<GroupKey<'m>, Delta>,
         e: &UsageEvent,
         p: &Prepared,
     ) -> Result<(), BillingError> {
@@ -679,13 +697,10 @@ impl Meter {
                 (None, _) => Some(Value::Number(p.quantity)),
             };
             let Some(value) = value else { continue };
-            let mut scopes = vec![Uuid::nil()];
-            if let Some(w) = e.workspace_id {
-                scopes.push(w.as_uuid());
-            }
-            for scope in scopes {
+            let scopes = [Some(Uuid::nil()), e.workspace_id.map(|w| w.as_uuid())];
+            for scope in scopes.into_iter().flatten() {
                 let d = deltas
-                    .entry((m.code.clone(), p.period.start, scope))
+                    .entry((m.code.as_str(), p.period.start, scope))
                     .or_default();
                 d.period_end = Some(p.period.end);
                 d.events += 1;
@@ -970,26 +985,41 @@ async fn insert_events(
 /// PostgreSQL: the whole batch in one statement, each column bound as one
 /// array and unpacked by `UNNEST`. The text is the same whatever the batch
 /// size, so it is parsed once per connection, and 13 values are bound instead
-/// of 13 per event. The unique index decides what is new (`ON CONFLICT`): an
-/// anti-join (`WHERE NOT EXISTS`) is cheaper per row but leaves the choice of
-/// plan to the planner, and a generic plan made while the table was small
-/// scans it once per event (docs/PERFORMANCE.md).
-const INSERT_EVENTS_PG: &str = "\
-    INSERT INTO billing_events (tenant_id, key, transaction_id, code, workspace_id, subject, \
-        quantity, properties, occurred_at, received_at, period_start, late, fingerprint) \
-    SELECT $1, e.key, e.transaction_id, e.code, e.workspace_id, e.subject, e.quantity, \
-        e.properties, e.occurred_at, $2, e.period_start, e.late, e.fingerprint \
-    FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], \
-        $9::jsonb[], $10::timestamptz[], $11::timestamptz[], $12::boolean[], $13::bytea[]) \
-        AS e (key, transaction_id, code, workspace_id, subject, quantity, properties, \
-            occurred_at, period_start, late, fingerprint) \
-    ON CONFLICT (tenant_id, key) DO NOTHING \
-    RETURNING key";
+/// of 13 per event. The tail is empty for the first, optimistic attempt (a
+/// plain insert: a batch of new events pays no speculative insertion and
+/// sends nothing back) and `ON CONFLICT ... DO NOTHING RETURNING key` for the
+/// attempt after a unique violation.
+/// Neither reads the table, so no cached plan can turn into a scan (an
+/// anti-join did: docs/PERFORMANCE.md).
+macro_rules! insert_events_pg {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO billing_events (tenant_id, key, transaction_id, code, workspace_id, \
+                subject, quantity, properties, occurred_at, received_at, period_start, late, \
+                fingerprint) \
+            SELECT $1, e.key, e.transaction_id, e.code, e.workspace_id, e.subject, e.quantity, \
+                e.properties, e.occurred_at, $2, e.period_start, e.late, e.fingerprint \
+            FROM UNNEST($3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], \
+                $9::jsonb[], $10::timestamptz[], $11::timestamptz[], $12::boolean[], \
+                $13::bytea[]) \
+                AS e (key, transaction_id, code, workspace_id, subject, quantity, properties, \
+                    occurred_at, period_start, late, fingerprint) ",
+            $tail
+        )
+    };
+}
+/// Every event of the batch is new (the common case): a plain insert, which
+/// inserts every row or fails.
+const INSERT_NEW_EVENTS_PG: &str = insert_events_pg!("");
+/// Some event was already stored: insert the others, naming them.
+const INSERT_EVENTS_PG: &str =
+    insert_events_pg!("ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key");
 
 /// PostgreSQL ingestion: hold the tenant row `FOR KEY SHARE` once per batch
 /// (in place of a foreign key checked, and the row locked, once per event; a
 /// purge of the tenant waits for the batch, and its trigger deletes the
-/// events), then insert the batch in one statement.
+/// events), then insert the batch in one statement (two when some event was
+/// already stored).
 async fn insert_events_postgres(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
@@ -1022,23 +1052,50 @@ async fn insert_events_postgres(
     let starts: Vec<DateTime<Utc>> = prepared.iter().map(|p| p.period.start).collect();
     let late: Vec<bool> = prepared.iter().map(|p| p.late).collect();
     let fingerprints: Vec<&[u8]> = prepared.iter().map(|p| p.fingerprint.as_slice()).collect();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(INSERT_EVENTS_PG)
-        .bind(tenant.as_uuid())
-        .bind(now)
-        .bind(keys)
-        .bind(transaction_ids)
-        .bind(codes)
-        .bind(workspaces)
-        .bind(subjects)
-        .bind(quantities)
-        .bind(properties)
-        .bind(occurred)
-        .bind(starts)
-        .bind(late)
-        .bind(fingerprints)
-        .fetch_all(conn)
+    let insert = |sql: &'static str| {
+        sqlx::query(sql)
+            .bind(tenant.as_uuid())
+            .bind(now)
+            .bind(&keys)
+            .bind(&transaction_ids)
+            .bind(&codes)
+            .bind(&workspaces)
+            .bind(&subjects)
+            .bind(&quantities)
+            .bind(&properties)
+            .bind(&occurred)
+            .bind(&starts)
+            .bind(&late)
+            .bind(&fingerprints)
+    };
+    // Optimistic first: a batch of new events is a plain insert. A unique
+    // violation (an event already stored, or stored meanwhile by a concurrent
+    // batch, which this insert waited for) undoes it to the savepoint, and
+    // the batch goes again with `ON CONFLICT DO NOTHING`.
+    sqlx::query("SAVEPOINT billing_ingest")
+        .execute(&mut *conn)
         .await?;
-    Ok(inserted.into_iter().collect())
+    match insert(INSERT_NEW_EVENTS_PG).execute(&mut *conn).await {
+        Ok(_) => {
+            sqlx::query("RELEASE SAVEPOINT billing_ingest")
+                .execute(&mut *conn)
+                .await?;
+            Ok(keys.iter().copied().collect())
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            sqlx::query("ROLLBACK TO SAVEPOINT billing_ingest")
+                .execute(&mut *conn)
+                .await?;
+            let rows = insert(INSERT_EVENTS_PG).fetch_all(&mut *conn).await?;
+            sqlx::query("RELEASE SAVEPOINT billing_ingest")
+                .execute(&mut *conn)
+                .await?;
+            rows.iter()
+                .map(|r| sqlx::Row::try_get::<Uuid, _>(r, 0).map_err(BillingError::from))
+                .collect()
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 type Stored = (String, Vec<u8>, DateTime<Utc>, bool);
@@ -1114,7 +1171,7 @@ fn parse_stored(v: &str) -> Result<Decimal, BillingError> {
 async fn apply_deltas(
     tx: &mut Tx,
     tenant: TenantId,
-    deltas: BTreeMap<GroupKey, Delta>,
+    deltas: BTreeMap<GroupKey<'_>, Delta>,
     now: DateTime<Utc>,
 ) -> Result<(), BillingError> {
     // BTreeMap order: every transaction locks rollup rows in the same order.
@@ -1136,7 +1193,7 @@ async fn apply_deltas(
                 ])
                 .values([
                     tenant.into(),
-                    metric.clone().into(),
+                    metric.into(),
                     start.into(),
                     scope.into(),
                     end.into(),
@@ -1159,7 +1216,7 @@ async fn apply_deltas(
                     .columns(["value", "events", "late_events", "last_at"])
                     .from(USAGE)
                     .and_where(Expr::col("tenant_id").eq(tenant))
-                    .and_where(Expr::col("metric").eq(metric.as_str()))
+                    .and_where(Expr::col("metric").eq(metric))
                     .and_where(Expr::col("period_start").eq(start))
                     .and_where(Expr::col("scope").eq(scope))
                     .lock(LockType::Update),
@@ -1185,7 +1242,7 @@ async fn apply_deltas(
                 for v in chunk {
                     q.values([
                         tenant.into(),
-                        metric.clone().into(),
+                        metric.into(),
                         start.into(),
                         scope.into(),
                         v.clone().into(),
@@ -1223,7 +1280,7 @@ async fn apply_deltas(
                 .value("last_at", last_at)
                 .value("updated_at", now)
                 .and_where(Expr::col("tenant_id").eq(tenant))
-                .and_where(Expr::col("metric").eq(metric.as_str()))
+                .and_where(Expr::col("metric").eq(metric))
                 .and_where(Expr::col("period_start").eq(start))
                 .and_where(Expr::col("scope").eq(scope)),
         )
@@ -1288,6 +1345,43 @@ mod tests {
             .unwrap()
             .extend("[[metrics]]\ncode = \"api_calls\"\nname = \"x\"\naggregation = \"count\"");
         assert!(dup.is_err());
+    }
+
+    /// The fingerprint as first computed (a `json!` object through
+    /// `canonical_json`): stored events were fingerprinted with it.
+    fn first_fingerprint(e: &UsageEvent, quantity: Decimal) -> Vec<u8> {
+        let content = serde_json::json!({
+            "code": e.code,
+            "timestamp": e.timestamp.map(saas_audit::event::format_time),
+            "workspace_id": e.workspace_id.map(|w| w.to_string()),
+            "subject": e.subject,
+            "quantity": quantity.normalize().to_string(),
+            "properties": serde_json::Value::Object(e.properties.clone()),
+        });
+        Sha256::digest(saas_audit::event::canonical_json(&content).as_bytes()).to_vec()
+    }
+
+    #[test]
+    fn fingerprints_match_the_first_form_so_stored_events_still_compare() {
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 5, 1, 12, 30, 0).unwrap();
+        let mut full = UsageEvent::new("t-1", "ai_requests")
+            .at(at)
+            .workspace(WorkspaceId::new())
+            .property("model", serde_json::json!("small \"q\" \u{1}é"))
+            .property("tokens", serde_json::json!(120))
+            .property("nested", serde_json::json!({"b": [1.5, null], "a": true}));
+        full.subject = Some("user:42".into());
+        let cases = [
+            (UsageEvent::new("t-0", "api_calls"), Decimal::ONE),
+            (full, Decimal::from_str("2.500").unwrap()),
+            (
+                UsageEvent::new("t-2", "storage_gb").property("z", serde_json::json!(0)),
+                Decimal::from_str("-0").unwrap(),
+            ),
+        ];
+        for (e, q) in &cases {
+            assert_eq!(e.fingerprint(*q), first_fingerprint(e, *q), "{e:?}");
+        }
     }
 
     #[test]

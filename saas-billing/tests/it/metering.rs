@@ -144,6 +144,30 @@ saas_test_support::both_backends! {
         assert_eq!(value(&m, &a, "ai_tokens").await, dec("40"));
     }
 
+    async fn a_batch_mixing_stored_and_new_events_inside_a_callers_transaction_keeps_both(t) {
+        // A batch that holds an event already stored (on PostgreSQL the plain
+        // insert meets a unique violation and goes again from a savepoint)
+        // counts only what is new, and the caller's transaction stays usable:
+        // what it wrote before the batch commits with it.
+        let (a, _) = t.two_tenants().await;
+        let m = meter(&t);
+        m.record_batch(&a, (0..3).map(|n| UsageEvent::new(format!("m-{n}"), "ai_requests")).collect())
+            .await
+            .unwrap();
+        let mut tx = t.db.begin(&a).await.unwrap();
+        let first = m.record_in(&mut tx, &a, &[UsageEvent::new("m-10", "ai_requests")]).await.unwrap();
+        assert_eq!(first.counted, 1);
+        let mixed: Vec<UsageEvent> = (1..6).map(|n| UsageEvent::new(format!("m-{n}"), "ai_requests")).collect();
+        let r = m.record_in(&mut tx, &a, &mixed).await.unwrap();
+        assert_eq!((r.counted, r.duplicates), (3, 2));
+        let again = m.record_in(&mut tx, &a, &mixed).await.unwrap();
+        assert_eq!((again.counted, again.duplicates), (0, 5));
+        tx.commit().await.unwrap();
+        assert_eq!(value(&m, &a, "ai_requests").await, dec("7"));
+        let inspect = t.inspector().await;
+        assert_eq!(inspect.count_where("billing_events", "tenant_id", a.tenant().as_uuid()).await, 7);
+    }
+
     async fn metrics_count_sum_max_latest_unique_and_filter(t) {
         let (a, _) = t.two_tenants().await;
         let m = meter(&t);
