@@ -193,10 +193,7 @@ async fn authorize_route(
     >>::from_request_parts(&mut parts, &state)
     .await?;
     let mut req = Request::from_parts(parts, body);
-    let facts = Facts {
-        ip: meta.ip.as_deref().and_then(|ip| ip.parse().ok()),
-        mfa_at: who.mfa_at,
-    };
+    let facts = facts_of(&who, &meta);
     let decision = state
         .policy()
         .authorize_with(&who.ctx, action, &resource, &facts)
@@ -216,27 +213,37 @@ async fn authorize_route(
     match decision {
         Decision::Allow(_) => run_allowed(&state, &who, action, req, next).await,
         Decision::Deny(_) if somewhere => run_allowed(&state, &who, action, req, next).await,
-        // A workspace of another tenant (or none) is not found, as before the
-        // guard: no existence oracle across the wall.
-        Decision::Deny(why)
-            if matches!(resource, Resource::Workspace(_))
-                && why
-                    .policies
-                    .iter()
-                    .any(|p| p == saas_policy::TENANT_ISOLATION) =>
-        {
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "workspace not found",
-            ))
-        }
-        Decision::Deny(why) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{action} is not allowed: {}", why.summary),
-        )
-        .with("action", serde_json::json!(action))),
+        Decision::Deny(why) => Err(match refusal(action, &resource, &why) {
+            Refusal::HiddenWorkspace => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "workspace not found")
+            }
+            Refusal::Forbidden(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+                    .with("action", serde_json::json!(action))
+            }
+        }),
+    }
+}
+
+/// How a denial of `action` on `resource` is told to the caller, the same
+/// at the route guard and in identity's checks.
+enum Refusal {
+    /// A workspace of another tenant (or none): not found, so there is no
+    /// existence oracle across the wall.
+    HiddenWorkspace,
+    /// Forbidden, with the reason.
+    Forbidden(String),
+}
+
+fn refusal(action: &str, resource: &Resource, why: &saas_policy::Explanation) -> Refusal {
+    let walled = why
+        .policies
+        .iter()
+        .any(|p| p == saas_policy::TENANT_ISOLATION);
+    if walled && matches!(resource, Resource::Workspace(_)) {
+        Refusal::HiddenWorkspace
+    } else {
+        Refusal::Forbidden(format!("{action} is not allowed: {}", why.summary))
     }
 }
 
@@ -310,21 +317,14 @@ impl saas_auth::MemberAuthority for PolicyAuthority {
             .map_err(auth_error)?;
         match decision {
             Decision::Allow(_) => Ok(()),
-            // Another tenant's workspace (or none) is not found, as at the guard.
-            Decision::Deny(why)
-                if matches!(resource, Resource::Workspace(_))
-                    && why
-                        .policies
-                        .iter()
-                        .any(|p| p == saas_policy::TENANT_ISOLATION) =>
-            {
-                Err(AuthError::NotFound {
+            Decision::Deny(why) => Err(match refusal(action, &resource, &why) {
+                Refusal::HiddenWorkspace => AuthError::NotFound {
                     entity: "workspace",
-                })
-            }
-            Decision::Deny(why) => Err(AuthError::Denied {
-                action: Some(action.to_owned()),
-                message: format!("{action} is not allowed: {}", why.summary),
+                },
+                Refusal::Forbidden(message) => AuthError::Denied {
+                    action: Some(action.to_owned()),
+                    message,
+                },
             }),
         }
     }
