@@ -272,7 +272,8 @@ impl UsageEvent {
     /// SHA-256 of a canonical JSON object (keys sorted at every level) of
     /// code, properties, quantity, subject, timestamp and workspace, written
     /// straight into one buffer.
-    fn fingerprint(&self, quantity: Decimal) -> Vec<u8> {
+    /// `quantity` is the normalized quantity as text, as it is stored.
+    fn fingerprint(&self, quantity: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         let string = |out: &mut Vec<u8>, s: Option<&str>| match s {
             // Serializing a &str into a Vec cannot fail.
@@ -286,7 +287,7 @@ impl UsageEvent {
         out.extend_from_slice(b",\"properties\":");
         saas_audit::event::write_canonical_object(&self.properties, &mut out);
         out.extend_from_slice(b",\"quantity\":");
-        string(&mut out, Some(&quantity.normalize().to_string()));
+        string(&mut out, Some(quantity));
         out.extend_from_slice(b",\"subject\":");
         string(&mut out, self.subject.as_deref());
         out.extend_from_slice(b",\"timestamp\":");
@@ -404,6 +405,8 @@ struct Prepared {
     index: usize,
     key: Uuid,
     quantity: Decimal,
+    /// `quantity` normalized, as text: what is stored and fingerprinted.
+    quantity_text: String,
     fingerprint: Vec<u8>,
     occurred_at: DateTime<Utc>,
     period: Period,
@@ -528,8 +531,9 @@ impl Meter {
                 (p, false)
             };
             let quantity = e.quantity.unwrap_or(Decimal::ONE);
+            let quantity_text = quantity.normalize().to_string();
             let key = event_key(&e.transaction_id);
-            let fingerprint = e.fingerprint(quantity);
+            let fingerprint = e.fingerprint(&quantity_text);
             if let Some(first) = first_of_key.get(&key) {
                 let same = prepared
                     .get(*first)
@@ -544,6 +548,7 @@ impl Meter {
                 index: i,
                 key,
                 quantity,
+                quantity_text,
                 fingerprint,
                 occurred_at: t,
                 period,
@@ -959,7 +964,7 @@ async fn insert_events(
                 e.code.clone().into(),
                 e.workspace_id.into(),
                 e.subject.clone().into(),
-                p.quantity.normalize().to_string().into(),
+                p.quantity_text.clone().into(),
                 serde_json::Value::Object(e.properties.clone()).into(),
                 p.occurred_at.into(),
                 now.into(),
@@ -1042,10 +1047,7 @@ async fn insert_events_postgres(
         .map(|e| e.workspace_id.map(|w| w.as_uuid()))
         .collect();
     let subjects: Vec<Option<&str>> = events.iter().map(|e| e.subject.as_deref()).collect();
-    let quantities: Vec<String> = prepared
-        .iter()
-        .map(|p| p.quantity.normalize().to_string())
-        .collect();
+    let quantities: Vec<&str> = prepared.iter().map(|p| p.quantity_text.as_str()).collect();
     let properties: Vec<Json<&serde_json::Map<String, serde_json::Value>>> =
         events.iter().map(|e| Json(&e.properties)).collect();
     let occurred: Vec<DateTime<Utc>> = prepared.iter().map(|p| p.occurred_at).collect();
@@ -1380,19 +1382,17 @@ mod tests {
             ),
         ];
         for (e, q) in &cases {
-            assert_eq!(e.fingerprint(*q), first_fingerprint(e, *q), "{e:?}");
+            let text = q.normalize().to_string();
+            assert_eq!(e.fingerprint(&text), first_fingerprint(e, *q), "{e:?}");
         }
     }
 
     #[test]
     fn a_retry_without_a_timestamp_has_the_same_fingerprint() {
         let e = UsageEvent::new("t1", "ai_requests").property("model", "small".into());
-        assert_eq!(
-            e.fingerprint(Decimal::ONE),
-            e.clone().fingerprint(Decimal::ONE)
-        );
+        assert_eq!(e.fingerprint("1"), e.clone().fingerprint("1"));
         let other = e.clone().property("model", "large".into());
-        assert_ne!(e.fingerprint(Decimal::ONE), other.fingerprint(Decimal::ONE));
+        assert_ne!(e.fingerprint("1"), other.fingerprint("1"));
         assert_ne!(event_key("a"), event_key("b"));
     }
 }
