@@ -9,6 +9,11 @@
 //! tenant's entries locally and sends `NOTIFY saas_policy_invalidate` in its
 //! transaction so other replicas drop theirs when it commits
 //! ([`Authorizer::listen`]); entries also expire after a minute.
+//!
+//! In front of that, decisions themselves are remembered where the policies
+//! that can decide them read nothing of the request but the tenant's tier
+//! and entitlements (`crate::remember`): a repeated request is answered
+//! without Cedar, and without reading the tenant's state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -30,6 +35,7 @@ use saas_core::{Principal, TenantContext, TenantId, WorkspaceId};
 use crate::catalogue::{Level, Role};
 use crate::engine::{Decision, Engine, Explanation, entity, restricted_set, uid};
 use crate::error::PolicyError;
+use crate::remember::{Key, Remembered};
 use crate::store;
 
 /// The invalidation channel.
@@ -212,7 +218,7 @@ pub(crate) struct PrincipalState {
     /// The principal, the organization and every workspace of the tenant.
     entities: Entities,
     /// The policies that can match, per action (built on first use).
-    sets: std::sync::Mutex<HashMap<String, Arc<PolicySet>>>,
+    sets: std::sync::Mutex<HashMap<String, ActionSet>>,
     kind: &'static str,
     pub(crate) org_roles: BTreeSet<String>,
     pub(crate) workspace_roles: BTreeMap<String, BTreeSet<WorkspaceId>>,
@@ -221,12 +227,26 @@ pub(crate) struct PrincipalState {
     break_glass: Option<(uuid::Uuid, DateTime<Utc>)>,
 }
 
+/// A principal's policies for one action.
+#[derive(Debug, Clone)]
+struct ActionSet {
+    set: Arc<PolicySet>,
+    /// No policy of the set reads the time, the client's address, the MFA
+    /// age, break-glass or the context as a whole: its decision depends only
+    /// on the principal, the resource and the tenant's state, all of which
+    /// change only with the tenant's cached state, so it can be remembered
+    /// until that state is dropped (see `crate::remember`).
+    remembered: bool,
+}
+
 struct Inner {
     engine: Engine,
     db: Db,
     audit: AuditLog,
     source: Arc<dyn GrantSource>,
     require_break_glass: AtomicBool,
+    remember_decisions: AtomicBool,
+    remembered: Remembered,
     quota_periods: std::sync::OnceLock<Arc<dyn crate::quota::QuotaPeriods>>,
     tenants_repo: Tenants,
     workspaces_repo: Workspaces,
@@ -308,6 +328,8 @@ impl Authorizer {
                 audit,
                 source,
                 require_break_glass: AtomicBool::new(true),
+                remember_decisions: AtomicBool::new(true),
+                remembered: Remembered::new(ttl),
                 quota_periods: std::sync::OnceLock::new(),
                 tenants: Cache::builder()
                     .max_capacity(20_000)
@@ -325,6 +347,27 @@ impl Authorizer {
         self.inner
             .require_break_glass
             .store(required, Ordering::Relaxed);
+    }
+
+    /// Whether decisions are remembered (the default). A decision is
+    /// remembered only where the policies that can decide it read nothing of
+    /// the request but the tenant's tier and entitlements (no time, address,
+    /// MFA age or break-glass), for a workspace or the organization, and
+    /// only as long as the tenant's cached state it was computed from: a
+    /// role, policy, tier or workspace change drops it with that state, on
+    /// every replica, and it expires with the state's TTL. Turning it off
+    /// makes every decision go through Cedar, e.g. to measure that path.
+    pub fn set_remember_decisions(&self, remember: bool) {
+        self.inner
+            .remember_decisions
+            .store(remember, Ordering::Relaxed);
+    }
+
+    /// How many decisions this replica holds remembered (a gauge for
+    /// metrics; entries of invalidated tenants count until replaced).
+    #[must_use]
+    pub fn remembered_decisions(&self) -> usize {
+        self.inner.remembered.len()
     }
 
     pub(crate) fn quota_periods_cell(
@@ -428,10 +471,52 @@ impl Authorizer {
                 summary: format!("allowed: the system acts ({reason})"),
             }));
         }
-        self.inner.engine.action_uid(action)?;
-        let tenant = self.tenant_state(ctx).await?;
-        let principal = self.principal_state(ctx, &tenant).await?;
-        self.evaluate(&tenant, &principal, action, resource, facts)
+        let (action_id, _) = self.inner.engine.action(action)?;
+        let key = self.remember_key(ctx, action_id, resource);
+        if let Some(key) = &key
+            && let Some(d) = self.inner.remembered.get(key)
+        {
+            return Ok(d);
+        }
+        // The rest may read the tenant's state from the database: boxed, so
+        // the future of a remembered decision stays small (a future is moved
+        // whole before it runs).
+        Box::pin(async move {
+            let stamp = self.inner.remembered.stamp(ctx.tenant());
+            let tenant = self.tenant_state(ctx).await?;
+            let principal = self.principal_state(ctx, &tenant).await?;
+            let decision = self.evaluate(&tenant, &principal, action, resource, facts)?;
+            // Remembered only when no policy that can decide it reads the
+            // request beyond the tier and entitlements, under the stamp
+            // taken before the tenant's state was read.
+            if let Some(key) = key
+                && self.principal_set(&tenant, &principal, action)?.remembered
+            {
+                self.inner.remembered.put(key, stamp, &decision);
+            }
+            Ok(decision)
+        })
+        .await
+    }
+
+    /// Where a decision on `resource` would be remembered, when decisions
+    /// are remembered at all: workspaces and the organization, for the
+    /// principals the tenant's state caches.
+    fn remember_key(&self, ctx: &TenantContext, action: usize, resource: &Resource) -> Option<Key> {
+        if !self.inner.remember_decisions.load(Ordering::Relaxed) {
+            return None;
+        }
+        let workspace = match resource {
+            Resource::Org => None,
+            Resource::Workspace(w) => Some(*w),
+            Resource::Object { .. } => return None,
+        };
+        Some(Key {
+            tenant: ctx.tenant(),
+            principal: principal_key(ctx.principal())?,
+            action,
+            workspace,
+        })
     }
 
     fn evaluate(
@@ -566,7 +651,7 @@ impl Authorizer {
         let context = Context::from_pairs(pairs).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let principal_set = self.principal_set(tenant, principal, action)?;
         self.inner.engine.evaluate(
-            &principal_set,
+            &principal_set.set,
             principal.uid.clone(),
             action,
             resource_uid,
@@ -602,7 +687,7 @@ impl Authorizer {
         tenant: &TenantState,
         principal: &PrincipalState,
         action: &str,
-    ) -> Result<Arc<PolicySet>, PolicyError> {
+    ) -> Result<ActionSet, PolicyError> {
         let cached = principal
             .sets
             .lock()
@@ -622,14 +707,19 @@ impl Authorizer {
             .into_iter()
             .flatten()
             .map(|(l, n, p)| (*l, n.as_str(), p));
-        let set = Arc::new(self.inner.engine.principal_set(
+        let set = self.inner.engine.principal_set(
             action,
             principal.kind,
             principal.scopes.as_ref(),
             &holds,
             custom,
             &tenant.policies,
-        )?);
+        )?;
+        let remembered = !set.policies().any(crate::engine::reads_request);
+        let set = ActionSet {
+            remembered,
+            set: Arc::new(set),
+        };
         principal
             .sets
             .lock()
@@ -748,8 +838,13 @@ impl Authorizer {
         if let Some(s) = self.inner.tenants.get(&ctx.tenant()) {
             return Ok(s);
         }
+        let stamp = self.inner.remembered.stamp(ctx.tenant());
         let s = Arc::new(self.load_tenant(ctx).await?);
-        self.inner.tenants.insert(ctx.tenant(), s.clone());
+        // A change that invalidated the tenant while it was being read may
+        // not be in what was read: use it for this request, cache nothing.
+        if self.inner.remembered.stamp(ctx.tenant()) == stamp {
+            self.inner.tenants.insert(ctx.tenant(), s.clone());
+        }
         Ok(s)
     }
 
@@ -958,7 +1053,14 @@ impl Authorizer {
 
     /// Drops everything cached about `tenant` on this replica.
     pub fn invalidate_local(&self, tenant: TenantId) {
+        self.inner.remembered.forget_tenant(tenant);
         self.inner.tenants.invalidate(&tenant);
+    }
+
+    /// Drops everything cached on this replica.
+    fn invalidate_all_local(&self) {
+        self.inner.remembered.forget_all();
+        self.inner.tenants.invalidate_all();
     }
 
     /// Ends a change to authorization: audits it in `tx`, tells every
@@ -1009,9 +1111,9 @@ impl Authorizer {
                 match heard {
                     Heard::Message(m) => match m.parse::<TenantId>() {
                         Ok(t) => self.invalidate_local(t),
-                        Err(_) => self.inner.tenants.invalidate_all(),
+                        Err(_) => self.invalidate_all_local(),
                     },
-                    Heard::Reset => self.inner.tenants.invalidate_all(),
+                    Heard::Reset => self.invalidate_all_local(),
                 }
             })
             .await;

@@ -23,9 +23,9 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use cedar_policy::{
-    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    ActionConstraint, Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities,
+    Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
@@ -36,7 +36,7 @@ use crate::error::{PolicyDiagnostic, PolicyError};
 pub const TENANT_ISOLATION: &str = "tenant-isolation";
 
 /// The decision on one request, with the policies that decided it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(tag = "decision", rename_all = "lowercase")]
 pub enum Decision {
     /// Allowed.
@@ -62,7 +62,7 @@ impl Decision {
 }
 
 /// Why a decision came out as it did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Explanation {
     /// The action asked for.
     pub action: String,
@@ -87,7 +87,8 @@ pub struct Engine {
     /// it, role policies as `action == Action::"x"` (evaluating a literal
     /// action list on every request is what costs most in Cedar).
     by_action: HashMap<String, Sliced>,
-    actions: HashMap<String, EntityUid>,
+    /// Each catalogue action's uid, and its position (a small id).
+    actions: HashMap<String, (usize, EntityUid), foldhash::fast::RandomState>,
     cedar: CedarAuthorizer,
 }
 
@@ -135,9 +136,10 @@ impl Engine {
         let schema_src = schema_source(&catalogue);
         let (schema, _warnings) = Schema::from_cedarschema_str(&schema_src)
             .map_err(|e| PolicyError::Engine(format!("generated schema: {e}")))?;
-        let mut actions = HashMap::new();
+        let mut actions = HashMap::default();
         for p in catalogue.permissions() {
-            actions.insert(p.name.clone(), uid("Action", &p.name)?);
+            let id = actions.len();
+            actions.insert(p.name.clone(), (id, uid("Action", &p.name)?));
         }
         let mut base = Vec::new();
         for (id, src) in base_policies(&catalogue) {
@@ -193,8 +195,14 @@ impl Engine {
     }
 
     pub(crate) fn action_uid(&self, action: &str) -> Result<&EntityUid, PolicyError> {
+        self.action(action).map(|(_, uid)| uid)
+    }
+
+    /// A catalogue action's small id (its position) and uid.
+    pub(crate) fn action(&self, action: &str) -> Result<(usize, &EntityUid), PolicyError> {
         self.actions
             .get(action)
+            .map(|(id, uid)| (*id, uid))
             .ok_or_else(|| PolicyError::validation("action", format!("unknown action {action:?}")))
     }
 
@@ -277,9 +285,19 @@ impl Engine {
                 add(p)?;
             }
         }
-        // The tenant's own policies may say anything: always in.
+        // The tenant's own policies, unless their scope names other actions
+        // only (the schema puts actions in no groups, so `action == A` and
+        // `action in [A, B]` match exactly the actions they name).
+        let this = self.action_uid(action)?;
         for p in tenant_policies {
-            add(p)?;
+            let applies = match p.action_constraint() {
+                ActionConstraint::Eq(a) => a == *this,
+                ActionConstraint::In(named) => named.contains(this),
+                ActionConstraint::Any => true,
+            };
+            if applies {
+                add(p)?;
+            }
         }
         Ok(set)
     }
@@ -361,15 +379,20 @@ impl Engine {
             .diagnostics()
             .reason()
             .map(|p| AsRef::<str>::as_ref(p).to_owned());
+        // Cedar gives its reasons in no set order: sort them, so the same
+        // request always reads the same.
+        let mut reasons: Vec<String> = reasons.collect();
+        reasons.sort_unstable();
         let (forbids, permits): (Vec<String>, Vec<String>) = match resp.decision() {
-            CedarDecision::Allow => (vec![], reasons.collect()),
-            CedarDecision::Deny => (reasons.collect(), vec![]),
+            CedarDecision::Allow => (vec![], reasons),
+            CedarDecision::Deny => (reasons, vec![]),
         };
-        let errors: Vec<String> = resp
+        let mut errors: Vec<String> = resp
             .diagnostics()
             .errors()
             .map(ToString::to_string)
             .collect();
+        errors.sort_unstable();
         let action = action.to_owned();
         Ok(if !forbids.is_empty() {
             Decision::Deny(Explanation {
@@ -637,6 +660,62 @@ fn base_policies(c: &Catalogue) -> Vec<(String, String)> {
     out
 }
 
+/// Context attributes that hold for a whole tenant state: the tier and its
+/// entitlements change only with the tenant, which drops every cached
+/// decision with it.
+const TENANT_CONTEXT: [&str; 2] = ["tier", "entitlements"];
+
+/// Whether `policy` can read anything of the request beyond the entities:
+/// the time, the client's address, the MFA age, break-glass, or the context
+/// as a whole. A policy set where no policy does decides the same way for the
+/// same principal, action and resource for as long as the tenant's state
+/// lasts, so its decisions may be remembered. When in doubt (the policy
+/// cannot be read as JSON), it does.
+pub(crate) fn reads_request(policy: &Policy) -> bool {
+    let Ok(json) = policy.to_json() else {
+        return true;
+    };
+    let (mut seen, mut tenant_wide) = (0usize, 0usize);
+    context_uses(&json, &mut seen, &mut tenant_wide);
+    seen != tenant_wide
+}
+
+/// Counts the `context` variables in a policy's JSON form, and among them
+/// those read only as `context.tier` / `context.entitlements` (or tested with
+/// `has`).
+fn context_uses(v: &serde_json::Value, seen: &mut usize, tenant_wide: &mut usize) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.len() == 1 && map.get("Var").and_then(|x| x.as_str()) == Some("context") {
+                *seen += 1;
+                return;
+            }
+            for op in [".", "has"] {
+                if let Some(serde_json::Value::Object(access)) = map.get(op) {
+                    let on_context = access
+                        .get("left")
+                        .and_then(|l| l.get("Var"))
+                        .and_then(|x| x.as_str())
+                        == Some("context");
+                    let attr = access.get("attr").and_then(|a| a.as_str());
+                    if on_context && attr.is_some_and(|a| TENANT_CONTEXT.contains(&a)) {
+                        *tenant_wide += 1;
+                    }
+                }
+            }
+            for x in map.values() {
+                context_uses(x, seen, tenant_wide);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for x in items {
+                context_uses(x, seen, tenant_wide);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Builds the Cedar entities of one request.
 pub(crate) fn restricted_set<'a>(items: impl Iterator<Item = &'a str>) -> RestrictedExpression {
     RestrictedExpression::new_set(items.map(|s| RestrictedExpression::new_string(s.to_owned())))
@@ -649,4 +728,58 @@ pub(crate) fn entity(
     tags: Vec<(String, RestrictedExpression)>,
 ) -> Result<Entity, PolicyError> {
     Entity::new_with_tags(uid, attrs, parents, tags).map_err(|e| PolicyError::Engine(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(src: &str) -> bool {
+        reads_request(&parse_one("p", src).expect("parses"))
+    }
+
+    #[test]
+    fn only_policies_reading_the_request_beyond_tier_and_entitlements_read_it() {
+        for (src, expected) in [
+            ("permit(principal, action, resource);", false),
+            (
+                "forbid(principal, action, resource) unless { resource in principal.org };",
+                false,
+            ),
+            (
+                "forbid(principal, action, resource) unless { context.entitlements.contains(\"sso\") };",
+                false,
+            ),
+            (
+                "permit(principal, action, resource) when { context.tier == \"team\" && context has entitlements };",
+                false,
+            ),
+            (
+                "forbid(principal, action, resource) unless { context.ip.isInRange(ip(\"10.0.0.0/8\")) };",
+                true,
+            ),
+            (
+                "forbid(principal, action, resource) unless { context has mfa_age };",
+                true,
+            ),
+            (
+                "forbid(principal, action, resource) when { context.tier == \"team\" && context.hour > 17 };",
+                true,
+            ),
+            (
+                "permit(principal, action, resource) when { context[\"break_glass\"] };",
+                true,
+            ),
+            (
+                "permit(principal, action, resource) when { context == {} };",
+                true,
+            ),
+            (
+                "permit(principal, action, resource) when { context.entitlements.contains(context.now) };",
+                true,
+            ),
+        ] {
+            assert_eq!(reads(src), expected, "{src}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod catalogue;
 mod engine;
 mod error;
 pub mod quota;
+mod remember;
 mod store;
 
 pub use admin::{Assignee, NewRole, RoleGrant};

@@ -190,12 +190,7 @@ both_backends! {
     }
 
     async fn a_time_window_policy_follows_the_clock_and_names_itself_when_it_denies(t) {
-        let grants = Arc::new(MemGrants::default());
-        let authz = authorizer(&t, grants.clone());
-        let org = t.tenant("acme", Tier::Enterprise).await;
-        let tr = tree(&t, &org).await;
-        let owner = user(&grants, &org, Grants { org_roles: vec!["owner".into()], ..Grants::default() });
-        let analyst = user(&grants, &org, Grants { workspace_roles: vec![(tr.root, "data_analyst".into())], ..Grants::default() });
+        let crate::Acme { authz, tr, owner, analyst, .. } = crate::acme(&t).await;
         // Exports only on weekdays, 09:00 to 17:59 UTC.
         let office_hours = "forbid(principal, action == Action::\"export_data\", resource)\nunless { context.weekday <= 5 && context.hour >= 9 && context.hour < 18 };";
         authz.put_policy(&owner, "office_hours", office_hours).await.unwrap();
@@ -277,22 +272,8 @@ async fn a_role_change_reaches_another_replica() {
         tokio::spawn(async move { two.listen(stop).await })
     };
     let org = t.tenant("acme", Tier::Enterprise).await;
-    let owner = user(
-        &grants,
-        &org,
-        Grants {
-            org_roles: vec!["owner".into()],
-            ..Grants::default()
-        },
-    );
-    let member = user(
-        &grants,
-        &org,
-        Grants {
-            org_roles: vec!["member".into()],
-            ..Grants::default()
-        },
-    );
+    let owner = crate::org_user(&grants, &org, "owner");
+    let member = crate::org_user(&grants, &org, "member");
     assert!(
         !two.authorize(&member, "audit.read", &Resource::Org)
             .await

@@ -10,6 +10,7 @@
 
 mod admin;
 mod matrix;
+mod remembered;
 mod tags;
 
 use std::collections::HashMap;
@@ -70,6 +71,18 @@ pub(crate) fn user(grants: &MemGrants, tenant: &TenantContext, g: Grants) -> Ten
     ctx
 }
 
+/// A user of `tenant` holding the organization role `role`.
+pub(crate) fn org_user(grants: &MemGrants, tenant: &TenantContext, role: &str) -> TenantContext {
+    user(
+        grants,
+        tenant,
+        Grants {
+            org_roles: vec![role.into()],
+            ..Grants::default()
+        },
+    )
+}
+
 /// Root workspace, a child and a grandchild, and a sibling of the child.
 pub(crate) struct Tree {
     pub(crate) root: WorkspaceId,
@@ -98,5 +111,40 @@ pub(crate) async fn tree(t: &TestDb, ctx: &TenantContext) -> Tree {
         child,
         grandchild,
         sibling_root,
+    }
+}
+
+/// An enterprise organization `acme` with the [`Tree`], its owner, and a data
+/// analyst assigned at the root.
+pub(crate) struct Acme {
+    pub(crate) grants: Arc<MemGrants>,
+    pub(crate) authz: Authorizer,
+    pub(crate) org: TenantContext,
+    pub(crate) tr: Tree,
+    pub(crate) owner: TenantContext,
+    pub(crate) analyst: TenantContext,
+}
+
+pub(crate) async fn acme(t: &TestDb) -> Acme {
+    let grants = Arc::new(MemGrants::default());
+    let authz = authorizer(t, grants.clone());
+    let org = t.tenant("acme", saas_core::tenant::Tier::Enterprise).await;
+    let tr = tree(t, &org).await;
+    let owner = org_user(&grants, &org, "owner");
+    let analyst = user(
+        &grants,
+        &org,
+        Grants {
+            workspace_roles: vec![(tr.root, "data_analyst".into())],
+            ..Grants::default()
+        },
+    );
+    Acme {
+        grants,
+        authz,
+        org,
+        tr,
+        owner,
+        analyst,
     }
 }
