@@ -130,6 +130,8 @@ pub(crate) struct TenantState {
     /// Custom role policies by action: (level, role, policy).
     custom_by_action: HashMap<String, Vec<(Level, String, cedar_policy::Policy)>>,
     has_custom_policies: bool,
+    /// When this state was read: what is remembered from it expires with it.
+    loaded_at: std::time::Instant,
     /// The tenant's principals as prebuilt entities; dropped with the tenant
     /// entry, so an invalidation or the TTL renews them too.
     principals: std::sync::Mutex<HashMap<PrincipalKey, Arc<PrincipalState>>>,
@@ -492,7 +494,9 @@ impl Authorizer {
             if let Some(key) = key
                 && self.principal_set(&tenant, &principal, action)?.remembered
             {
-                self.inner.remembered.put(key, stamp, &decision);
+                self.inner
+                    .remembered
+                    .put(key, stamp, tenant.loaded_at, &decision);
             }
             Ok(decision)
         })
@@ -917,6 +921,7 @@ impl Authorizer {
             custom_roles,
             custom_by_action,
             principals: std::sync::Mutex::new(HashMap::new()),
+            loaded_at: std::time::Instant::now(),
             has_custom_policies: !sources.is_empty(),
         })
     }

@@ -13,8 +13,9 @@
 //! was computed from was read: invalidating a tenant advances its counter (counters are
 //! shared by hash, so a collision only drops more than needed) and
 //! invalidating everything advances a global one, so an entry computed from
-//! a state that was dropped meanwhile never matches. Entries also expire with
-//! the tenant cache's TTL. Keys are compared whole, never by hash alone.
+//! a state that was dropped meanwhile never matches. Entries also expire when
+//! the tenant state they came from would (the tenant cache's TTL from when it
+//! was read). Keys are compared whole, never by hash alone.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -58,6 +59,7 @@ pub(crate) struct Stamp {
 #[derive(Debug)]
 struct Slot {
     stamp: Stamp,
+    /// When the tenant state the decision came from was read.
     at: Instant,
     decision: Arc<Decision>,
 }
@@ -135,9 +137,9 @@ impl Remembered {
     }
 
     /// Remembers `decision` for `key`, computed from the tenant's state read
-    /// after `stamp` was taken. Nothing is kept if the tenant was invalidated
-    /// meanwhile.
-    pub(crate) fn put(&self, key: Key, stamp: Stamp, decision: &Decision) {
+    /// at `read_at`, after `stamp` was taken. Nothing is kept if the tenant
+    /// was invalidated meanwhile, and the entry expires with that state.
+    pub(crate) fn put(&self, key: Key, stamp: Stamp, read_at: Instant, decision: &Decision) {
         if self.stamp(key.tenant) != stamp {
             return;
         }
@@ -155,7 +157,7 @@ impl Remembered {
             key,
             Slot {
                 stamp,
-                at: Instant::now(),
+                at: read_at,
                 decision,
             },
         );
