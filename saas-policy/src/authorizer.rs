@@ -35,7 +35,7 @@ use saas_core::{Principal, TenantContext, TenantId, WorkspaceId};
 use crate::catalogue::{Level, Role};
 use crate::engine::{Decision, Engine, Explanation, entity, restricted_set, uid};
 use crate::error::PolicyError;
-use crate::remember::{Key, Remembered};
+use crate::remember::{Key, Remembered, Stamp};
 use crate::store;
 
 /// The invalidation channel.
@@ -132,6 +132,10 @@ pub(crate) struct TenantState {
     has_custom_policies: bool,
     /// When this state was read: what is remembered from it expires with it.
     loaded_at: std::time::Instant,
+    /// The tenant's invalidation counters taken before this state was read:
+    /// once they move on, the state is stale and never served again, even if
+    /// it reached the cache after the invalidation.
+    stamp: Stamp,
     /// The tenant's principals as prebuilt entities; dropped with the tenant
     /// entry, so an invalidation or the TTL renews them too.
     principals: std::sync::Mutex<HashMap<PrincipalKey, Arc<PrincipalState>>>,
@@ -484,19 +488,18 @@ impl Authorizer {
         // the future of a remembered decision stays small (a future is moved
         // whole before it runs).
         Box::pin(async move {
-            let stamp = self.inner.remembered.stamp(ctx.tenant());
             let tenant = self.tenant_state(ctx).await?;
             let principal = self.principal_state(ctx, &tenant).await?;
             let decision = self.evaluate(&tenant, &principal, action, resource, facts)?;
             // Remembered only when no policy that can decide it reads the
-            // request beyond the tier and entitlements, under the stamp
-            // taken before the tenant's state was read.
+            // request beyond the tier and entitlements, under the stamp of
+            // the tenant state it came from.
             if let Some(key) = key
                 && self.principal_set(&tenant, &principal, action)?.remembered
             {
                 self.inner
                     .remembered
-                    .put(key, stamp, tenant.loaded_at, &decision);
+                    .put(key, tenant.stamp, tenant.loaded_at, &decision);
             }
             Ok(decision)
         })
@@ -832,27 +835,39 @@ impl Authorizer {
     }
 
     pub(crate) fn cached_tier(&self, tenant: TenantId) -> Option<Tier> {
-        self.inner.tenants.get(&tenant).map(|s| s.tier)
+        let stamp = self.inner.remembered.stamp(tenant);
+        self.inner
+            .tenants
+            .get(&tenant)
+            .filter(|s| s.stamp == stamp)
+            .map(|s| s.tier)
     }
 
     pub(crate) async fn tenant_state(
         &self,
         ctx: &TenantContext,
     ) -> Result<Arc<TenantState>, PolicyError> {
-        if let Some(s) = self.inner.tenants.get(&ctx.tenant()) {
+        let stamp = self.inner.remembered.stamp(ctx.tenant());
+        if let Some(s) = self.inner.tenants.get(&ctx.tenant())
+            && s.stamp == stamp
+        {
             return Ok(s);
         }
-        let stamp = self.inner.remembered.stamp(ctx.tenant());
-        let s = Arc::new(self.load_tenant(ctx).await?);
+        let s = Arc::new(self.load_tenant(ctx, stamp).await?);
         // A change that invalidated the tenant while it was being read may
-        // not be in what was read: use it for this request, cache nothing.
+        // not be in what was read: use it for this request only. (Were it
+        // cached anyway, its stamp would keep it from being served.)
         if self.inner.remembered.stamp(ctx.tenant()) == stamp {
             self.inner.tenants.insert(ctx.tenant(), s.clone());
         }
         Ok(s)
     }
 
-    async fn load_tenant(&self, ctx: &TenantContext) -> Result<TenantState, PolicyError> {
+    async fn load_tenant(
+        &self,
+        ctx: &TenantContext,
+        stamp: Stamp,
+    ) -> Result<TenantState, PolicyError> {
         let tenant = self.inner.tenants_repo.current(ctx).await?;
         let mut all = Vec::new();
         let mut after = None;
@@ -922,6 +937,7 @@ impl Authorizer {
             custom_by_action,
             principals: std::sync::Mutex::new(HashMap::new()),
             loaded_at: std::time::Instant::now(),
+            stamp,
             has_custom_policies: !sources.is_empty(),
         })
     }

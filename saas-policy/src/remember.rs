@@ -49,7 +49,9 @@ pub(crate) struct Key {
     pub(crate) workspace: Option<WorkspaceId>,
 }
 
-/// The invalidation counters of one tenant, read before its state is.
+/// The invalidation counters of one tenant, read before its state is: a
+/// tenant state, and every decision remembered from it, is current while
+/// the counters still read the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     tenant: u64,
