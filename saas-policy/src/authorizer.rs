@@ -834,12 +834,15 @@ impl Authorizer {
         Ok(Visible::Only(out))
     }
 
+    /// The tenant's cached state, if it was read under `stamp` (the
+    /// tenant's counters now): a state read before an invalidation is never
+    /// served.
+    fn cached_state(&self, tenant: TenantId, stamp: Stamp) -> Option<Arc<TenantState>> {
+        self.inner.tenants.get(&tenant).filter(|s| s.stamp == stamp)
+    }
+
     pub(crate) fn cached_tier(&self, tenant: TenantId) -> Option<Tier> {
-        let stamp = self.inner.remembered.stamp(tenant);
-        self.inner
-            .tenants
-            .get(&tenant)
-            .filter(|s| s.stamp == stamp)
+        self.cached_state(tenant, self.inner.remembered.stamp(tenant))
             .map(|s| s.tier)
     }
 
@@ -848,9 +851,7 @@ impl Authorizer {
         ctx: &TenantContext,
     ) -> Result<Arc<TenantState>, PolicyError> {
         let stamp = self.inner.remembered.stamp(ctx.tenant());
-        if let Some(s) = self.inner.tenants.get(&ctx.tenant())
-            && s.stamp == stamp
-        {
+        if let Some(s) = self.cached_state(ctx.tenant(), stamp) {
             return Ok(s);
         }
         let s = Arc::new(self.load_tenant(ctx, stamp).await?);

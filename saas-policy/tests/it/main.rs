@@ -71,6 +71,16 @@ pub(crate) fn user(grants: &MemGrants, tenant: &TenantContext, g: Grants) -> Ten
     ctx
 }
 
+/// Every action of the catalogue `authz` decides with.
+pub(crate) fn catalogue_actions(authz: &Authorizer) -> std::collections::BTreeSet<String> {
+    authz
+        .engine()
+        .catalogue()
+        .permissions()
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// A user of `tenant` holding the organization role `role`.
 pub(crate) fn org_user(grants: &MemGrants, tenant: &TenantContext, role: &str) -> TenantContext {
     user(

@@ -156,12 +156,7 @@ both_backends! {
         let authz = authorizer(&t, grants.clone());
         let org = t.tenant("acme", Tier::Enterprise).await;
         let tr = tree(&t, &org).await;
-        let all: BTreeSet<String> = authz
-            .engine()
-            .catalogue()
-            .permissions()
-            .map(|p| p.name.clone())
-            .collect();
+        let all = crate::catalogue_actions(&authz);
         let mut checked = 0;
         let mut mismatches = Vec::new();
         for (role, expected) in org_expectations(&all) {

@@ -1,7 +1,6 @@
 //! Remembered decisions: the same answers as Cedar's, never for a policy
 //! that reads the request, and gone with the tenant's state.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use saas_core::clock::Clock;
@@ -28,12 +27,7 @@ both_backends! {
             tr.grandchild
         );
         remembering.put_policy(&owner, "no_grandchild_exports", &policy).await.unwrap();
-        let actions: BTreeSet<String> = remembering
-            .engine()
-            .catalogue()
-            .permissions()
-            .map(|p| p.name.clone())
-            .collect();
+        let actions = crate::catalogue_actions(&remembering);
         let principals = [
             Grants { org_roles: vec!["admin".into()], ..Grants::default() },
             Grants { org_roles: vec!["billing_admin".into()], ..Grants::default() },
