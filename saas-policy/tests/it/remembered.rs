@@ -135,4 +135,20 @@ both_backends! {
         assert!(export().await);
         assert!(!authz.decide(&analyst, "export_data", &Resource::Workspace(tr.root), &Facts::default()).await.unwrap().is_allowed());
     }
+
+    async fn a_user_in_two_tenants_gets_each_tenants_own_answer(t) {
+        let crate::Acme { grants, authz, analyst, tr, .. } = crate::acme(&t).await;
+        let other = t.tenant("globex", Tier::Enterprise).await;
+        let other_tree = tree(&t, &other).await;
+        // The same user, a plain member of the other organization.
+        let there = saas_core::TenantContext::for_test(other.tenant(), analyst.principal().clone());
+        grants.set(&there, Grants { org_roles: vec!["member".into()], ..Grants::default() });
+        for _ in 0..2 {
+            assert!(authz.decide(&analyst, "export_data", &Resource::Workspace(tr.child), &Facts::default()).await.unwrap().is_allowed());
+            // Neither the remembered allow nor its workspace carries over.
+            for w in [other_tree.child, tr.child] {
+                assert!(!authz.decide(&there, "export_data", &Resource::Workspace(w), &Facts::default()).await.unwrap().is_allowed(), "{w:?}");
+            }
+        }
+    }
 }
