@@ -288,21 +288,108 @@ impl StoredEvent {
     }
 
     fn write_canonical(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
+        let personal = self
+            .personal
+            .as_deref()
+            .map(|hexed| hex::decode(hexed).unwrap_or_default());
+        self.fields(personal.as_deref()).write(out);
+    }
+
+    /// The hashed fields, borrowed; `personal` is the decoded ciphertext.
+    fn fields<'a>(&'a self, personal: Option<&'a [u8]>) -> CanonicalFields<'a> {
+        CanonicalFields {
+            chain: &self.chain,
+            seq: self.seq,
+            id: self.id,
+            occurred_at: self.occurred_at,
+            actor_kind: &self.actor.kind,
+            actor_id: self.actor.id.as_deref(),
+            actor_reason: self.actor.reason.as_deref(),
+            action: &self.action,
+            target_kind: &self.target.kind,
+            target_id: self.target.id.as_deref(),
+            outcome: self.outcome,
+            correlation_id: &self.correlation_id,
+            details: &self.details,
+            subject_id: self.subject_id,
+            personal,
+            prev_hash: &self.prev_hash,
+        }
+    }
+
+    /// Recomputes this event's hash (hex).
+    #[must_use]
+    pub fn compute_hash(&self) -> String {
+        let mut buf = Vec::new();
+        hex::encode(self.digest_with(&mut buf))
+    }
+
+    /// SHA-256 of the canonical form, written into a reusable buffer.
+    pub(crate) fn digest_with(&self, buf: &mut Vec<u8>) -> [u8; 32] {
+        let personal = self
+            .personal
+            .as_deref()
+            .map(|hexed| hex::decode(hexed).unwrap_or_default());
+        self.fields(personal.as_deref()).digest(buf)
+    }
+
+    /// Whether the stored hash is the hash of the stored event, without
+    /// allocating (the verifier's hot path).
+    pub(crate) fn hash_matches(&self, buf: &mut Vec<u8>) -> bool {
+        let mut hexed = [0u8; 64];
+        hex::encode_to_slice(self.digest_with(buf), &mut hexed).is_ok()
+            && hexed[..] == *self.hash.as_bytes()
+    }
+}
+
+/// The fields of a stored event that go into its hash, borrowed from
+/// wherever they were read (a [`StoredEvent`], or a row streamed out of the
+/// database), so both are hashed by the one writer below.
+pub(crate) struct CanonicalFields<'a> {
+    pub(crate) chain: &'a str,
+    pub(crate) seq: i64,
+    pub(crate) id: Uuid,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) actor_kind: &'a str,
+    pub(crate) actor_id: Option<&'a str>,
+    pub(crate) actor_reason: Option<&'a str>,
+    pub(crate) action: &'a str,
+    pub(crate) target_kind: &'a str,
+    pub(crate) target_id: Option<&'a str>,
+    pub(crate) outcome: Outcome,
+    pub(crate) correlation_id: &'a str,
+    pub(crate) details: &'a str,
+    pub(crate) subject_id: Option<Uuid>,
+    /// The encrypted personal-data blob (only its SHA-256 is hashed).
+    pub(crate) personal: Option<&'a [u8]>,
+    /// The previous event's hash, hex.
+    pub(crate) prev_hash: &'a str,
+}
+
+impl CanonicalFields<'_> {
+    /// SHA-256 of the canonical form, written into a reusable buffer.
+    pub(crate) fn digest(&self, buf: &mut Vec<u8>) -> [u8; 32] {
+        buf.clear();
+        self.write(buf);
+        Sha256::digest(&buf[..]).into()
+    }
+
+    /// Appends the canonical form (version 1) to `out`.
+    fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"action\":");
-        json_str(out, &self.action);
+        json_str(out, self.action);
         out.extend_from_slice(b",\"actor\":{\"id\":");
-        json_opt_str(out, self.actor.id.as_deref());
+        json_opt_str(out, self.actor_id);
         out.extend_from_slice(b",\"kind\":");
-        json_str(out, &self.actor.kind);
+        json_str(out, self.actor_kind);
         out.extend_from_slice(b",\"reason\":");
-        json_opt_str(out, self.actor.reason.as_deref());
+        json_opt_str(out, self.actor_reason);
         out.extend_from_slice(b"},\"at\":\"");
         push_time(out, self.occurred_at);
         out.extend_from_slice(b"\",\"chain\":");
-        json_str(out, &self.chain);
+        json_str(out, self.chain);
         out.extend_from_slice(b",\"correlation_id\":");
-        json_str(out, &self.correlation_id);
+        json_str(out, self.correlation_id);
         out.extend_from_slice(b",\"details\":");
         out.extend_from_slice(self.details.as_bytes());
         out.extend_from_slice(b",\"id\":\"");
@@ -315,19 +402,20 @@ impl StoredEvent {
         out.extend_from_slice(b"\",\"outcome\":\"");
         out.extend_from_slice(self.outcome.as_str().as_bytes());
         out.extend_from_slice(b"\",\"personal\":");
-        match &self.personal {
-            Some(hexed) => {
-                let digest = Sha256::digest(hex::decode(hexed).unwrap_or_default());
+        match self.personal {
+            Some(blob) => {
+                let mut hexed = [0u8; 64];
+                let _ = hex::encode_to_slice(Sha256::digest(blob), &mut hexed);
                 out.push(b'"');
-                out.extend_from_slice(hex::encode(digest).as_bytes());
+                out.extend_from_slice(&hexed);
                 out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"prev\":");
-        json_str(out, &self.prev_hash);
+        json_str(out, self.prev_hash);
         out.extend_from_slice(b",\"seq\":");
-        let _ = write!(out, "{}", self.seq);
+        json_number(out, self.seq);
         out.extend_from_slice(b",\"subject\":");
         match self.subject_id {
             Some(s) => {
@@ -342,39 +430,23 @@ impl StoredEvent {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"target\":{\"id\":");
-        json_opt_str(out, self.target.id.as_deref());
+        json_opt_str(out, self.target_id);
         out.extend_from_slice(b",\"kind\":");
-        json_str(out, &self.target.kind);
+        json_str(out, self.target_kind);
         out.extend_from_slice(b"},\"v\":");
-        let _ = write!(out, "{CANONICAL_VERSION}}}");
-    }
-
-    /// Recomputes this event's hash (hex).
-    #[must_use]
-    pub fn compute_hash(&self) -> String {
-        let mut buf = Vec::new();
-        hex::encode(self.digest_with(&mut buf))
-    }
-
-    /// SHA-256 of the canonical form, written into a reusable buffer.
-    pub(crate) fn digest_with(&self, buf: &mut Vec<u8>) -> [u8; 32] {
-        buf.clear();
-        self.write_canonical(buf);
-        Sha256::digest(&buf[..]).into()
-    }
-
-    /// Whether the stored hash is the hash of the stored event, without
-    /// allocating (the verifier's hot path).
-    pub(crate) fn hash_matches(&self, buf: &mut Vec<u8>) -> bool {
-        let mut hexed = [0u8; 64];
-        hex::encode_to_slice(self.digest_with(buf), &mut hexed).is_ok()
-            && hexed[..] == *self.hash.as_bytes()
+        json_number(out, CANONICAL_VERSION);
+        out.push(b'}');
     }
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // Serializing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_number(out: &mut Vec<u8>, n: impl Serialize) {
+    // Serializing an integer into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &n);
 }
 
 fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -384,7 +456,33 @@ fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+/// Writes `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (what [`format_time`] gives),
+/// digit by digit: it runs once per event the verifier hashes.
 fn push_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let micros = t.nanosecond() / 1000;
+    let Ok(year) = u32::try_from(t.year()) else {
+        return push_time_slow(out, t);
+    };
+    if year > 9999 || micros > 999_999 {
+        // Years past 9999 and leap seconds do not fit the fixed widths.
+        return push_time_slow(out, t);
+    }
+    for (value, width, then) in [
+        (year, 4, b'-'),
+        (t.month(), 2, b'-'),
+        (t.day(), 2, b'T'),
+        (t.hour(), 2, b':'),
+        (t.minute(), 2, b':'),
+        (t.second(), 2, b'.'),
+        (micros, 6, b'Z'),
+    ] {
+        push_digits(out, value, width);
+        out.push(then);
+    }
+}
+
+fn push_time_slow(out: &mut Vec<u8>, t: DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
     use std::io::Write;
     let _ = write!(
@@ -398,6 +496,18 @@ fn push_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
         t.second(),
         t.nanosecond() / 1000
     );
+}
+
+/// `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let start = out.len();
+    for _ in 0..width {
+        out.push(b'0' + u8::try_from(value % 10).unwrap_or(0));
+        value /= 10;
+    }
+    if let Some(digits) = out.get_mut(start..) {
+        digits.reverse();
+    }
 }
 
 /// Fixed-width UTC time with microseconds, as hashed.
@@ -486,6 +596,103 @@ mod tests {
                 format!("[{}]", parts.join(","))
             }
             other => other.to_string(),
+        }
+    }
+
+    fn golden_event() -> StoredEvent {
+        StoredEvent {
+            chain: "tenant:0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            seq: 1_234_567,
+            id: Uuid::parse_str("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c").unwrap(),
+            occurred_at: DateTime::from_timestamp(1_764_000_000, 7_000).unwrap(),
+            actor: Actor {
+                kind: "operator".into(),
+                id: Some("op \"1\" é".into()),
+                reason: Some("incident\n#42 🦀".into()),
+            },
+            action: "tenant.suspend".into(),
+            target: Target::new("tenant", "t/1"),
+            outcome: Outcome::Denied,
+            correlation_id: "corr-\u{1}".into(),
+            details: canonical_json(&serde_json::json!({"b": [1, null], "a": "\\\t"})),
+            subject_id: Some(Uuid::parse_str("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5d").unwrap()),
+            personal: Some("00ff10".into()),
+            prev_hash: "ab".repeat(32),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_canonical_bytes_and_hash_of_every_field_stay_those_of_version_1() {
+        // Pinned from the first writer: a chain stored by any earlier release
+        // must keep verifying.
+        let ev = golden_event();
+        assert_eq!(
+            String::from_utf8(ev.canonical()).unwrap(),
+            r#"{"action":"tenant.suspend","actor":{"id":"op \"1\" é","kind":"operator","reason":"incident\n#42 🦀"},"at":"2025-11-24T16:00:00.000007Z","chain":"tenant:0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","correlation_id":"corr-\u0001","details":{"a":"\\\t","b":[1,null]},"id":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c","outcome":"denied","personal":"2da45f2cd1f9c8e69a67abf7a6b26c282533d0a7686787a9533265418680d4d2","prev":"abababababababababababababababababababababababababababababababab","seq":1234567,"subject":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5d","target":{"id":"t/1","kind":"tenant"},"v":1}"#
+        );
+        assert_eq!(
+            ev.compute_hash(),
+            "aca6ae6c2e24594a9b7a921a164cde6784308e3ce9dc02ec825077e15cda14f7"
+        );
+        let mut bare = golden_event();
+        bare.personal = None;
+        bare.subject_id = None;
+        bare.actor.id = None;
+        bare.actor.reason = None;
+        bare.target.id = None;
+        bare.seq = -3;
+        bare.occurred_at = DateTime::from_timestamp(-62_000_000_000, 999_999_000).unwrap();
+        assert_eq!(
+            bare.compute_hash(),
+            "36d21ae83096d5da45774f86930dfbacff038c96f9a043aa174b8fdae87e8693"
+        );
+    }
+
+    #[test]
+    fn the_hashed_time_is_written_digit_by_digit_as_the_first_writer_formatted_it() {
+        let mut times: Vec<DateTime<Utc>> = [
+            (0, 0),
+            (1_764_000_000, 7_000),
+            (1_764_000_000, 999_999_999),
+            (-62_000_000_000, 1_000),
+            (-70_000_000_000, 0),
+            (253_402_300_799, 999_999_000),
+            (253_402_300_800, 0),
+            (300_000_000_000, 5_000),
+        ]
+        .into_iter()
+        .map(|(s, n)| DateTime::from_timestamp(s, n).unwrap())
+        .collect();
+        // A leap second (nanoseconds past one billion).
+        times.push(
+            chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+                .unwrap()
+                .and_hms_micro_opt(23, 59, 59, 1_500_000)
+                .unwrap()
+                .and_utc(),
+        );
+        for s in (0..4_000_000_000i64).step_by(37_000_017) {
+            times.push(
+                DateTime::from_timestamp(s, u32::try_from(s % 1_000_000).unwrap() * 1000).unwrap(),
+            );
+        }
+        for t in times {
+            let (mut fast, mut first) = (Vec::new(), Vec::new());
+            push_time(&mut fast, t);
+            push_time_slow(&mut first, t);
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(first).unwrap(),
+                "{t:?}"
+            );
+            if (0..=9999).contains(&chrono::Datelike::year(&t))
+                && chrono::Timelike::nanosecond(&t) < 1_000_000_000
+            {
+                let mut out = Vec::new();
+                push_time(&mut out, t);
+                assert_eq!(String::from_utf8(out).unwrap(), format_time(t), "{t:?}");
+            }
         }
     }
 

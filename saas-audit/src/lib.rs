@@ -3,6 +3,7 @@
 pub mod crypto;
 mod error;
 pub mod event;
+mod pgwalk;
 mod recorder;
 mod retention;
 pub mod sink;

@@ -67,7 +67,7 @@ const PRUNES: &str = "audit_prunes";
 /// The action a prune records in the chain.
 pub(crate) const PRUNE_ACTION: &str = "audit.pruned";
 
-const EVENT_COLS: [&str; 16] = [
+pub(crate) const EVENT_COLS: [&str; 16] = [
     "seq",
     "id",
     "occurred_at",
@@ -644,16 +644,26 @@ impl AuditLog {
         let checkpoints = load_checkpoints(&mut tx, &chain).await?;
         let (from_seq, anchor, prune) = chain_start(&mut tx, &chain, from_seq).await?;
         let mut verifier = ChainVerifier::new(chain.name.clone(), from_seq, anchor, checkpoints);
-        let mut after = from_seq - 1;
-        loop {
-            let events = events_page(&mut tx, &chain, after, None, PAGE).await?;
-            let n = events.len();
-            if let Some(last) = events.last() {
-                after = last.seq;
-            }
-            let go_on = verifier.feed_all(&events);
-            if !go_on || (n as u64) < PAGE {
-                break;
+        if let Some(conn) = tx.postgres_conn() {
+            let copy = crate::pgwalk::statement(
+                chain.tables.events,
+                chain.tables.key,
+                chain.key,
+                from_seq,
+            );
+            crate::pgwalk::walk(conn, &copy, &chain.name, &mut verifier).await?;
+        } else {
+            let mut after = from_seq - 1;
+            loop {
+                let events = events_page(&mut tx, &chain, after, None, PAGE).await?;
+                let n = events.len();
+                if let Some(last) = events.last() {
+                    after = last.seq;
+                }
+                let go_on = verifier.feed_all(&events);
+                if !go_on || (n as u64) < PAGE {
+                    break;
+                }
             }
         }
         let recorded = match &prune {

@@ -161,24 +161,33 @@ impl ChainVerifier {
     }
 
     fn feed(&mut self, ev: &StoredEvent, hash_ok: bool) -> bool {
+        self.feed_link(ev.seq, &ev.prev_hash, &ev.hash, hash_ok)
+    }
+
+    /// Feeds the next event by its position, its link and its stored hash
+    /// (both hex), and whether that hash is the hash of its content;
+    /// returns false once a problem was found.
+    pub(crate) fn feed_link(
+        &mut self,
+        seq: i64,
+        prev_hash: &str,
+        hash: &str,
+        hash_ok: bool,
+    ) -> bool {
         if self.problem.is_some() {
             return false;
         }
-        let problem = if ev.seq != self.expected_seq {
+        let problem = if seq != self.expected_seq {
             Some(ChainProblem::Gap {
                 expected: self.expected_seq,
-                found: ev.seq,
+                found: seq,
             })
         } else if !hash_ok {
-            Some(ChainProblem::HashMismatch { seq: ev.seq })
-        } else if ev.prev_hash != self.prev {
-            Some(ChainProblem::BrokenLink { seq: ev.seq })
-        } else if self
-            .checkpoints
-            .get(&ev.seq)
-            .is_some_and(|c| c.hash != ev.hash)
-        {
-            Some(ChainProblem::CheckpointMismatch { seq: ev.seq })
+            Some(ChainProblem::HashMismatch { seq })
+        } else if prev_hash != self.prev {
+            Some(ChainProblem::BrokenLink { seq })
+        } else if self.checkpoints.get(&seq).is_some_and(|c| c.hash != hash) {
+            Some(ChainProblem::CheckpointMismatch { seq })
         } else {
             None
         };
@@ -187,9 +196,10 @@ impl ChainVerifier {
             return false;
         }
         self.checked += 1;
-        self.last_seq = Some(ev.seq);
-        self.expected_seq = ev.seq + 1;
-        self.prev.clone_from(&ev.hash);
+        self.last_seq = Some(seq);
+        self.expected_seq = seq + 1;
+        self.prev.clear();
+        self.prev.push_str(hash);
         true
     }
 
