@@ -3,6 +3,7 @@
 pub mod crypto;
 mod error;
 pub mod event;
+mod offline;
 mod pgwalk;
 mod recorder;
 mod retention;
@@ -14,6 +15,7 @@ mod verify;
 pub use crypto::CheckpointSigner;
 pub use error::AuditError;
 pub use event::{Actor, AuditEvent, Outcome, PersonalData, StoredEvent, Target};
+pub use offline::verify_export;
 pub use recorder::ChangeAuditor;
 pub use retention::{
     DEFAULT_RETENTION_DAYS, DurableFile, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
@@ -22,7 +24,6 @@ pub use retention::{
 pub use sink::{AuditForwarder, AuditSink, FanOut, JsonLinesSink, TracingSink};
 pub use store::{
     AuditLog, AuditPage, AuditQuery, AuditRecord, ExportSummary, PruneReport, Receipt, Scope,
-    verify_export,
 };
 pub use verify::{ChainProblem, Checkpoint, VerifyReport, verify_events};
 

@@ -2,7 +2,7 @@
 //! platform, with queries, checkpoints, export and verification.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use saas_core::db::Backend;
@@ -209,17 +209,17 @@ pub struct ExportSummary {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct ExportHeader {
-    format: String,
-    version: u32,
-    chain: String,
-    from_seq: i64,
-    anchor: String,
+pub(crate) struct ExportHeader {
+    pub(crate) format: String,
+    pub(crate) version: u32,
+    pub(crate) chain: String,
+    pub(crate) from_seq: i64,
+    pub(crate) anchor: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
-enum ExportLine {
+pub(crate) enum ExportLine {
     Checkpoint { checkpoint: Checkpoint },
     Event(Box<StoredEvent>),
 }
@@ -727,7 +727,7 @@ impl AuditLog {
 
         let mut buf = Vec::new();
         let summary = self.export(ctx, start, Some(up_to), &mut buf).await?;
-        let check = verify_export(&buf[..], Some(&self.signer))?;
+        let check = crate::offline::verify_export(&buf[..], Some(&self.signer))?;
         if !check.is_valid() || check.checkpoint_seq != Some(up_to) {
             return Err(AuditError::Corrupt(format!(
                 "refusing to prune a chain that does not verify: {:?}",
@@ -797,7 +797,7 @@ impl AuditLog {
     /// Writes positions `from_seq..=to_seq` (all when `to_seq` is `None`) as
     /// JSON lines: a header with the anchor hash, one line per event (personal
     /// data stays encrypted), then the newest checkpoint inside the range, so an
-    /// auditor can verify the file offline with [`verify_export`].
+    /// auditor can verify the file offline with [`verify_export`](crate::verify_export).
     pub async fn export<'a>(
         &self,
         scope: impl Into<Scope<'a>>,
@@ -862,49 +862,6 @@ impl AuditLog {
             checkpoint_seq,
         })
     }
-}
-
-/// Verifies an export written by [`AuditLog::export`] offline: the hash chain
-/// from the header's anchor, and the checkpoint's hash and (with the signer's
-/// key) its signature.
-pub fn verify_export(
-    input: impl BufRead,
-    signer: Option<&CheckpointSigner>,
-) -> Result<VerifyReport, AuditError> {
-    let mut lines = input.lines().enumerate();
-    let (_, first) = lines.next().ok_or(AuditError::Export {
-        line: 1,
-        reason: "empty file".into(),
-    })?;
-    let header: ExportHeader = serde_json::from_str(&first?).map_err(|e| AuditError::Export {
-        line: 1,
-        reason: e.to_string(),
-    })?;
-    if header.format != "saas-audit-export" || header.version != 1 {
-        return Err(AuditError::Export {
-            line: 1,
-            reason: "not a saas-audit export, version 1".into(),
-        });
-    }
-    let mut events = Vec::new();
-    let mut checkpoints = Vec::new();
-    for (i, line) in lines {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<ExportLine>(&line).map_err(|e| AuditError::Export {
-            line: i + 1,
-            reason: e.to_string(),
-        })? {
-            ExportLine::Event(ev) => events.push(*ev),
-            ExportLine::Checkpoint { checkpoint } => checkpoints.push(checkpoint),
-        }
-    }
-    let mut verifier =
-        ChainVerifier::new(header.chain, header.from_seq, header.anchor, checkpoints);
-    verifier.feed_all(&events);
-    Ok(verifier.finish(None, signer))
 }
 
 /// Appends `events` to the chain of `scope` inside `tx` (see [`AuditLog::append_batch`]).

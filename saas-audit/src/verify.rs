@@ -97,25 +97,37 @@ impl VerifyReport {
 /// Checks each event's stored hash against its content, split over the
 /// available cores.
 fn parallel_hash_checks(events: &[StoredEvent]) -> Vec<bool> {
-    let check = |part: &[StoredEvent]| {
+    on_every_core(events, |part| {
         let mut buf = Vec::with_capacity(1024);
         part.iter()
             .map(|e| e.hash_matches(&mut buf))
             .collect::<Vec<_>>()
-    };
+    })
+}
+
+/// `work` over `items` split in one contiguous part per core, the results
+/// put back in the items' order. Small inputs stay on the calling thread.
+/// `work` must give one result per item.
+pub(crate) fn on_every_core<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    work: impl Fn(&'a [T]) -> Vec<R> + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if threads < 2 || events.len() < 256 {
-        return check(events);
+    if threads < 2 || items.len() < 256 {
+        return work(items);
     }
-    let chunk = events.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let work = &work;
     std::thread::scope(|s| {
-        let handles: Vec<_> = events
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| s.spawn(move || check(part)))
+            .map(|part| (part, s.spawn(move || work(part))))
             .collect();
+        // A part whose thread failed is done again here, so no result is
+        // ever missing.
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|(part, h)| h.join().unwrap_or_else(|_| work(part)))
             .collect()
     })
 }
@@ -123,6 +135,7 @@ fn parallel_hash_checks(events: &[StoredEvent]) -> Vec<bool> {
 /// Walks events in order and remembers the first problem.
 pub(crate) struct ChainVerifier {
     chain: String,
+    first_seq: i64,
     expected_seq: i64,
     prev: String,
     checked: u64,
@@ -141,6 +154,7 @@ impl ChainVerifier {
     ) -> Self {
         Self {
             chain,
+            first_seq,
             expected_seq: first_seq,
             prev: anchor,
             checked: 0,
@@ -201,6 +215,32 @@ impl ChainVerifier {
         self.prev.clear();
         self.prev.push_str(hash);
         true
+    }
+
+    /// The last position fed without a problem.
+    pub(crate) fn last_seq(&self) -> Option<i64> {
+        self.last_seq
+    }
+
+    /// Takes a checkpoint read after the events it covers (an export ends
+    /// with one): `hash_at` is the hash (hex) of the event fed without a
+    /// problem at its position, if there was one. A mismatch there is
+    /// reported as the walk in order would have: before any problem found
+    /// further on.
+    pub(crate) fn checkpoint_after(&mut self, c: Checkpoint, hash_at: Option<&str>) {
+        let earlier_mismatch = matches!(
+            self.problem,
+            Some(ChainProblem::CheckpointMismatch { seq }) if seq <= c.seq
+        );
+        if let Some(hash) = hash_at
+            && hash != c.hash
+            && !earlier_mismatch
+        {
+            self.problem = Some(ChainProblem::CheckpointMismatch { seq: c.seq });
+            self.checked = u64::try_from(c.seq - self.first_seq).unwrap_or(0);
+            self.last_seq = (c.seq > self.first_seq).then(|| c.seq - 1);
+        }
+        self.checkpoints.insert(c.seq, c);
     }
 
     /// Ends the walk: the chain must reach the newest checkpoint and
