@@ -1,13 +1,16 @@
-//! Offline verification of an export file: a streaming read, in batches of
-//! lines parsed and hashed on every core, then walked in order. Memory stays
+//! Offline verification of an export file: a stream, in batches of lines
+//! parsed and hashed on every core, then walked in order. Memory stays
 //! bounded by the batch, plus the 32-byte hash of each event verified (an
-//! export's checkpoint comes after the events it covers).
+//! export's checkpoint comes after the events it covers). The same check
+//! runs on a file being read ([`verify_export`]) and on an export being
+//! written ([`CheckedWriter`], for prunes).
 
 use std::borrow::Cow;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::crypto::CheckpointSigner;
@@ -36,41 +39,134 @@ pub fn verify_export(
     mut input: impl BufRead,
     signer: Option<&CheckpointSigner>,
 ) -> Result<VerifyReport, AuditError> {
-    let mut first = String::new();
-    if input.read_line(&mut first)? == 0 {
-        return Err(AuditError::Export {
-            line: 1,
-            reason: "empty file".into(),
-        });
-    }
-    let header: ExportHeader = serde_json::from_str(&first).map_err(|e| AuditError::Export {
-        line: 1,
-        reason: e.to_string(),
-    })?;
-    if header.format != "saas-audit-export" || header.version != 1 {
-        return Err(AuditError::Export {
-            line: 1,
-            reason: "not a saas-audit export, version 1".into(),
-        });
-    }
-    let mut walk = Walk {
-        verifier: ChainVerifier::new(header.chain, header.from_seq, header.anchor, Vec::new()),
-        going: true,
-        hashes: Vec::new(),
-        checkpoints: Vec::new(),
-        line: 1,
-    };
-    // Lines are read into one buffer per batch (no allocation per line) and
-    // split among the cores there.
-    let mut batch = Lines::default();
+    let mut check = ExportCheck::default();
     loop {
-        let more = batch.fill(&mut input)?;
-        walk.batch(&batch)?;
-        if !more {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
             break;
         }
+        check.push(chunk)?;
+        let n = chunk.len();
+        input.consume(n);
     }
-    Ok(walk.finish(signer))
+    check.finish(signer)
+}
+
+/// Checks an export as its bytes come, in any chunks: what
+/// [`verify_export`] reads, or what [`CheckedWriter`] is given.
+#[derive(Default)]
+struct ExportCheck {
+    /// Set once the header line has been read.
+    walk: Option<Walk>,
+    /// The lines of the current batch, newlines left out, then the start of
+    /// the next line.
+    text: Vec<u8>,
+    /// Where each complete line of the batch ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl ExportCheck {
+    fn push(&mut self, mut bytes: &[u8]) -> Result<(), AuditError> {
+        while let Some(i) = memchr::memchr(b'\n', bytes) {
+            let (line, rest) = bytes.split_at(i);
+            self.text.extend_from_slice(line);
+            self.end_line()?;
+            bytes = rest.get(1..).unwrap_or_default();
+        }
+        self.text.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn end_line(&mut self) -> Result<(), AuditError> {
+        if self.walk.is_none() {
+            self.walk = Some(Walk::from_header(&self.text)?);
+            self.text.clear();
+            return Ok(());
+        }
+        self.ends.push(self.text.len());
+        if self.ends.len() == BATCH {
+            self.run_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Parses and hashes the batch's lines on every core, walks them in
+    /// order, and keeps only the start of the next line.
+    fn run_batch(&mut self) -> Result<(), AuditError> {
+        let Some(walk) = self.walk.as_mut() else {
+            return Ok(());
+        };
+        let mut start = 0;
+        let spans: Vec<(usize, usize)> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let span = (start, end);
+                start = end;
+                span
+            })
+            .collect();
+        walk.batch(&self.text, &spans)?;
+        self.text.drain(..start);
+        self.ends.clear();
+        Ok(())
+    }
+
+    fn finish(mut self, signer: Option<&CheckpointSigner>) -> Result<VerifyReport, AuditError> {
+        let unfinished = self.ends.last().copied().unwrap_or(0) < self.text.len();
+        if unfinished || self.walk.is_none() && !self.text.is_empty() {
+            // A last line without its newline.
+            self.end_line()?;
+        }
+        self.run_batch()?;
+        let walk = self.walk.ok_or(AuditError::Export {
+            line: 1,
+            reason: "empty file".into(),
+        })?;
+        Ok(walk.finish(signer))
+    }
+}
+
+/// A writer that passes an export through to `out` while checking it as
+/// [`verify_export`] would and hashing the bytes (SHA-256): a prune archives
+/// and verifies in one pass, holding no more of the export than a batch.
+pub(crate) struct CheckedWriter<'w> {
+    out: &'w mut (dyn Write + Send),
+    check: ExportCheck,
+    sha256: Sha256,
+}
+
+impl<'w> CheckedWriter<'w> {
+    pub(crate) fn new(out: &'w mut (dyn Write + Send)) -> Self {
+        Self {
+            out,
+            check: ExportCheck::default(),
+            sha256: Sha256::new(),
+        }
+    }
+
+    /// The check's report and the SHA-256 (hex) of everything written.
+    pub(crate) fn finish(
+        self,
+        signer: Option<&CheckpointSigner>,
+    ) -> Result<(VerifyReport, String), AuditError> {
+        let digest = hex::encode(self.sha256.finalize());
+        Ok((self.check.finish(signer)?, digest))
+    }
+}
+
+impl Write for CheckedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        let written = buf.get(..n).unwrap_or_default();
+        self.sha256.update(written);
+        self.check.push(written).map_err(std::io::Error::other)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 struct Walk {
@@ -84,52 +180,36 @@ struct Walk {
     line: usize,
 }
 
-/// A batch of lines, read into one buffer.
-#[derive(Default)]
-struct Lines {
-    text: Vec<u8>,
-    /// Where each line ends in `text` (its newline excluded).
-    ends: Vec<usize>,
-}
-
-impl Lines {
-    /// Reads up to [`BATCH`] lines; false once the input is exhausted.
-    fn fill(&mut self, input: &mut impl BufRead) -> Result<bool, AuditError> {
-        self.text.clear();
-        self.ends.clear();
-        while self.ends.len() < BATCH {
-            if input.read_until(b'\n', &mut self.text)? == 0 {
-                return Ok(false);
-            }
-            let end = self.text.len() - usize::from(self.text.last() == Some(&b'\n'));
-            self.ends.push(end);
-        }
-        Ok(true)
-    }
-
-    /// The lines, as (start, end) offsets into `text`.
-    fn spans(&self) -> Vec<(usize, usize)> {
-        let mut start = 0;
-        self.ends
-            .iter()
-            .map(|&end| {
-                let span = (start, end);
-                start = end + 1;
-                span
-            })
-            .collect()
-    }
-}
-
 impl Walk {
-    fn batch(&mut self, lines: &Lines) -> Result<(), AuditError> {
-        let spans = lines.spans();
-        let parsed = on_every_core(&spans, |part| {
+    /// Starts at the header line of an export.
+    fn from_header(line: &[u8]) -> Result<Self, AuditError> {
+        let header: ExportHeader =
+            serde_json::from_slice(line).map_err(|e| AuditError::Export {
+                line: 1,
+                reason: e.to_string(),
+            })?;
+        if header.format != "saas-audit-export" || header.version != 1 {
+            return Err(AuditError::Export {
+                line: 1,
+                reason: "not a saas-audit export, version 1".into(),
+            });
+        }
+        Ok(Self {
+            verifier: ChainVerifier::new(header.chain, header.from_seq, header.anchor, Vec::new()),
+            going: true,
+            hashes: Vec::new(),
+            checkpoints: Vec::new(),
+            line: 1,
+        })
+    }
+
+    /// Parses and hashes the lines at `spans` of `text` on every core, then
+    /// walks them in order.
+    fn batch(&mut self, text: &[u8], spans: &[(usize, usize)]) -> Result<(), AuditError> {
+        let parsed = on_every_core(spans, |part| {
             let mut buf = Vec::with_capacity(1024);
             part.iter()
-                .map(|&(start, end)| {
-                    parse(lines.text.get(start..end).unwrap_or_default(), &mut buf)
-                })
+                .map(|&(start, end)| parse(text.get(start..end).unwrap_or_default(), &mut buf))
                 .collect()
         });
         for item in parsed {
@@ -289,4 +369,114 @@ fn parse<'a>(line: &'a [u8], buf: &mut Vec<u8>) -> Result<Line<'a>, String> {
         hash: ev.hash,
         digest: ok.then_some(digest),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "tests fail loudly"
+    )]
+
+    use super::*;
+    use crate::event::{Actor, StoredEvent, Target};
+
+    /// An export of a chain of `n` events from its start, with no checkpoint.
+    fn export(n: i64) -> Vec<u8> {
+        let header = ExportHeader {
+            format: "saas-audit-export".into(),
+            version: 1,
+            chain: "tenant:x".into(),
+            from_seq: 1,
+            anchor: hex::encode(crate::event::GENESIS),
+        };
+        let mut out = serde_json::to_vec(&header).unwrap();
+        out.push(b'\n');
+        let mut prev = header.anchor.clone();
+        for seq in 1..=n {
+            let mut ev = StoredEvent {
+                chain: "tenant:x".into(),
+                seq,
+                id: Uuid::nil(),
+                occurred_at: DateTime::from_timestamp(1_764_000_000 + seq, 0).unwrap(),
+                actor: Actor {
+                    kind: "system".into(),
+                    id: None,
+                    reason: Some("a \"quoted\" reason\n".into()),
+                },
+                action: "workspace.update".into(),
+                target: Target::new("workspace", seq),
+                outcome: Outcome::Success,
+                correlation_id: "c".into(),
+                details: "{}".into(),
+                subject_id: None,
+                personal: (seq % 2 == 0).then(|| "00ff".into()),
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
+            ev.hash = ev.compute_hash();
+            prev.clone_from(&ev.hash);
+            out.extend_from_slice(&serde_json::to_vec(&ev).unwrap());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn in_chunks(data: &[u8], size: usize) -> VerifyReport {
+        let mut check = ExportCheck::default();
+        for chunk in data.chunks(size) {
+            check.push(chunk).unwrap();
+        }
+        check.finish(None).unwrap()
+    }
+
+    #[test]
+    fn an_export_checks_the_same_in_chunks_of_any_size_and_without_its_last_newline() {
+        let data = export(40);
+        let whole = verify_export(&data[..], None).unwrap();
+        assert!(whole.is_valid(), "{whole:?}");
+        assert_eq!(whole.checked, 40);
+        for size in [1, 2, 7, 64, 333, 4096] {
+            assert_eq!(in_chunks(&data, size), whole, "chunks of {size}");
+        }
+        assert_eq!(
+            in_chunks(&data[..data.len() - 1], 5),
+            whole,
+            "no final newline"
+        );
+        let cut = data.len() - 30;
+        assert!(
+            verify_export(&data[..cut], None).is_err(),
+            "a line cut short is not JSON"
+        );
+    }
+
+    #[test]
+    fn the_checked_writer_passes_every_byte_through_and_hashes_them() {
+        let data = export(20);
+        let mut out = Vec::new();
+        let mut w = CheckedWriter::new(&mut out);
+        for chunk in data.chunks(100) {
+            w.write_all(chunk).unwrap();
+        }
+        let (report, sha) = w.finish(None).unwrap();
+        assert!(report.is_valid() && report.checked == 20, "{report:?}");
+        assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+        assert_eq!(out, data);
+        let mut tampered = data.clone();
+        let at = tampered.len() - 40;
+        tampered[at] = if tampered[at] == b'a' { b'b' } else { b'a' };
+        let mut sink = Vec::new();
+        let mut w = CheckedWriter::new(&mut sink);
+        w.write_all(&tampered).unwrap();
+        assert!(!w.finish(None).unwrap().0.is_valid());
+    }
+
+    #[test]
+    fn an_empty_file_or_a_bad_header_is_an_error() {
+        assert!(verify_export(&b""[..], None).is_err());
+        assert!(verify_export(&b"{\"format\":\"other\"}\n"[..], None).is_err());
+        assert!(ExportCheck::default().finish(None).is_err());
+    }
 }

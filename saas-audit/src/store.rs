@@ -10,7 +10,6 @@ use saas_core::db::sea_query::{Expr, ExprTrait, Func, LockType, OnConflict, Orde
 use saas_core::db::{Db, Row, Scope as DbScope, Tx};
 use saas_core::{PlatformContext, TenantContext};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use uuid::Uuid;
 
 use crate::crypto::{self, CheckpointSigner};
@@ -687,8 +686,12 @@ impl AuditLog {
     /// the archived rows. Returns `None` when nothing is old enough. The chain
     /// keeps verifying from the prune's anchor.
     ///
-    /// `archive` is written and flushed before any row is deleted, and a
-    /// failed write or flush deletes nothing: give a writer whose `flush`
+    /// The export is checked as it is written to `archive` (memory stays
+    /// bounded however long the range); if it does not verify, nothing is
+    /// deleted and an error is returned, what was written being evidence
+    /// rather than an archive. `archive` is written and flushed before any
+    /// row is deleted, and a failed write or flush deletes nothing: give a
+    /// writer whose `flush`
     /// makes the data durable (a file's `sync_all`) to keep the archive safe
     /// across a crash. [`AuditLog::prune_expired`] prunes by the tenant's own
     /// retention period.
@@ -725,18 +728,19 @@ impl AuditLog {
             .await?;
         tx.commit().await?;
 
-        let mut buf = Vec::new();
-        let summary = self.export(ctx, start, Some(up_to), &mut buf).await?;
-        let check = crate::offline::verify_export(&buf[..], Some(&self.signer))?;
+        // The archive is checked as it is written (as `verify_export` would
+        // check the file) and hashed, in one pass: no more of it is held
+        // than a batch of lines.
+        let mut checked = crate::offline::CheckedWriter::new(archive);
+        let summary = self.export(ctx, start, Some(up_to), &mut checked).await?;
+        checked.flush()?;
+        let (check, archive_sha256) = checked.finish(Some(&self.signer))?;
         if !check.is_valid() || check.checkpoint_seq != Some(up_to) {
             return Err(AuditError::Corrupt(format!(
                 "refusing to prune a chain that does not verify: {:?}",
                 check.problem
             )));
         }
-        archive.write_all(&buf)?;
-        archive.flush()?;
-        let archive_sha256 = hex::encode(sha2::Sha256::digest(&buf));
 
         let mut tx = self.db.begin(ctx).await?;
         let event =

@@ -42,6 +42,7 @@ both_backends! {
         let page = log.query(&ctx, &AuditQuery { action: Some("audit.pruned".into()), ..Default::default() }).await.unwrap();
         let details: serde_json::Value = serde_json::from_str(&page.records[0].event.details).unwrap();
         assert_eq!(details["archive_sha256"], report.archive_sha256);
+        assert_eq!(report.archive_sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive)), "the hash is of the bytes written");
         assert_eq!(details["up_to_seq"], 10);
         // Exports after the prune start at its anchor and verify.
         let mut rest = Vec::new();
@@ -53,6 +54,37 @@ both_backends! {
         let second = log.prune(&ctx, t.clock.now(), &mut Vec::new()).await.unwrap().unwrap();
         assert_eq!((second.up_to_seq, second.events), (16, 6));
         assert!(log.verify(&ctx, 1).await.unwrap().is_valid());
+    }
+
+    async fn a_chain_that_does_not_verify_is_not_pruned_and_keeps_every_row(t) {
+        let ctx = t.tenant("acme", Tier::Team).await;
+        let log = log(&t);
+        for i in 0..10 {
+            log.record(&ctx, event(i)).await.unwrap();
+        }
+        let old = t.clock.now();
+        t.clock.advance(Duration::days(10));
+        log.record(&ctx, event(10)).await.unwrap();
+        // A superuser edits event 4 behind the triggers' back.
+        let insp = t.inspector().await;
+        let tenant = uuid_lit(&t, ctx.tenant().as_uuid());
+        let edit = format!("UPDATE audit_events SET action = 'tenant.forged' WHERE tenant_id = {tenant} AND seq = 4");
+        match t.backend() {
+            Backend::Postgres => {
+                insp.execute(&format!("SET session_replication_role = replica; {edit}; SET session_replication_role = origin;")).await;
+            }
+            Backend::Sqlite => {
+                insp.execute("DROP TRIGGER audit_events_no_update").await;
+                insp.execute(&edit).await;
+            }
+        }
+        let mut archive = Vec::new();
+        let err = log.prune(&ctx, old + Duration::days(5), &mut archive).await.unwrap_err();
+        assert!(err.to_string().contains("does not verify"), "{err}");
+        assert_eq!(insp.count_where("audit_events", "tenant_id", ctx.tenant().as_uuid()).await, 11, "nothing deleted");
+        let page = log.query(&ctx, &AuditQuery { action: Some("audit.pruned".into()), ..Default::default() }).await.unwrap();
+        assert!(page.records.is_empty(), "no prune recorded");
+        assert_eq!(verify_export(&archive[..], None).unwrap().problem, Some(ChainProblem::HashMismatch { seq: 4 }), "what was written is the evidence");
     }
 
     async fn a_prune_record_planted_outside_the_chain_is_detected(t) {
