@@ -288,10 +288,7 @@ impl StoredEvent {
     }
 
     fn write_canonical(&self, out: &mut Vec<u8>) {
-        let personal = self
-            .personal
-            .as_deref()
-            .map(|hexed| hex::decode(hexed).unwrap_or_default());
+        let personal = decode_personal(self.personal.as_deref());
         self.fields(personal.as_deref()).write(out);
     }
 
@@ -326,20 +323,27 @@ impl StoredEvent {
 
     /// SHA-256 of the canonical form, written into a reusable buffer.
     pub(crate) fn digest_with(&self, buf: &mut Vec<u8>) -> [u8; 32] {
-        let personal = self
-            .personal
-            .as_deref()
-            .map(|hexed| hex::decode(hexed).unwrap_or_default());
+        let personal = decode_personal(self.personal.as_deref());
         self.fields(personal.as_deref()).digest(buf)
     }
 
     /// Whether the stored hash is the hash of the stored event, without
     /// allocating (the verifier's hot path).
     pub(crate) fn hash_matches(&self, buf: &mut Vec<u8>) -> bool {
-        let mut hexed = [0u8; 64];
-        hex::encode_to_slice(self.digest_with(buf), &mut hexed).is_ok()
-            && hexed[..] == *self.hash.as_bytes()
+        is_hex_of(self.digest_with(buf), &self.hash)
     }
+}
+
+/// The encrypted personal-data blob of a stored or exported event, from its
+/// hex form (what is not hex hashes as an empty blob, as it always has).
+pub(crate) fn decode_personal(hexed: Option<&str>) -> Option<Vec<u8>> {
+    hexed.map(|h| hex::decode(h).unwrap_or_default())
+}
+
+/// Whether `hexed` is `digest` in lowercase hex, without allocating.
+pub(crate) fn is_hex_of(digest: [u8; 32], hexed: &str) -> bool {
+    let mut expected = [0u8; 64];
+    hex::encode_to_slice(digest, &mut expected).is_ok() && expected[..] == *hexed.as_bytes()
 }
 
 /// The fields of a stored event that go into its hash, borrowed from

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::crypto::CheckpointSigner;
 use crate::error::AuditError;
-use crate::event::{CanonicalFields, Outcome};
+use crate::event::{CanonicalFields, Outcome, decode_personal, is_hex_of};
 use crate::store::{ExportHeader, ExportLine};
 use crate::verify::{ChainVerifier, VerifyReport, on_every_core};
 
@@ -171,8 +171,6 @@ impl Write for CheckedWriter<'_> {
 
 struct Walk {
     verifier: ChainVerifier,
-    /// False once the verifier found a problem: later events are only parsed.
-    going: bool,
     /// The hash of every event fed without a problem, in order.
     hashes: Vec<[u8; 32]>,
     checkpoints: Vec<crate::Checkpoint>,
@@ -196,7 +194,6 @@ impl Walk {
         }
         Ok(Self {
             verifier: ChainVerifier::new(header.chain, header.from_seq, header.anchor, Vec::new()),
-            going: true,
             hashes: Vec::new(),
             checkpoints: Vec::new(),
             line: 1,
@@ -227,12 +224,14 @@ impl Walk {
                     hash,
                     digest,
                 } => {
-                    if self.going {
-                        let hash_ok = digest.is_some();
-                        self.going = self.verifier.feed_link(seq, &prev_hash, &hash, hash_ok);
-                        if let (true, Some(digest)) = (self.going, digest) {
-                            self.hashes.push(digest);
-                        }
+                    // Once the verifier has found a problem it takes nothing
+                    // more, and later events are only parsed.
+                    if self
+                        .verifier
+                        .feed_link(seq, &prev_hash, &hash, digest.is_some())
+                        && let Some(digest) = digest
+                    {
+                        self.hashes.push(digest);
                     }
                 }
             }
@@ -242,13 +241,12 @@ impl Walk {
 
     fn finish(mut self, signer: Option<&CheckpointSigner>) -> VerifyReport {
         self.checkpoints.sort_by_key(|c| c.seq);
-        let first = self
-            .verifier
-            .last_seq()
-            .map(|last| last - i64::try_from(self.hashes.len()).unwrap_or(0) + 1);
+        // `hashes` holds the events fed without a problem: positions from
+        // the verifier's first on.
+        let first = self.verifier.first_seq();
         for c in self.checkpoints {
-            let at = first
-                .and_then(|f| usize::try_from(c.seq - f).ok())
+            let at = usize::try_from(c.seq - first)
+                .ok()
                 .and_then(|i| self.hashes.get(i))
                 .map(hex::encode);
             self.verifier.checkpoint_after(c, at.as_deref());
@@ -328,7 +326,7 @@ fn parse<'a>(line: &'a [u8], buf: &mut Vec<u8>) -> Result<Line<'a>, String> {
             // Only when the two forms disagree, which they must not.
             ExportLine::Event(ev) => {
                 let digest = ev.digest_with(buf);
-                let ok = hex::encode(digest) == ev.hash;
+                let ok = is_hex_of(digest, &ev.hash);
                 Ok(Line::Event {
                     seq: ev.seq,
                     prev_hash: Cow::Owned(ev.prev_hash),
@@ -338,10 +336,7 @@ fn parse<'a>(line: &'a [u8], buf: &mut Vec<u8>) -> Result<Line<'a>, String> {
             }
         };
     };
-    let personal = ev
-        .personal
-        .as_deref()
-        .map(|hexed| hex::decode(hexed).unwrap_or_default());
+    let personal = decode_personal(ev.personal.as_deref());
     let digest = CanonicalFields {
         chain: &ev.chain,
         seq: ev.seq,
@@ -361,8 +356,7 @@ fn parse<'a>(line: &'a [u8], buf: &mut Vec<u8>) -> Result<Line<'a>, String> {
         prev_hash: &ev.prev_hash,
     }
     .digest(buf);
-    let mut hexed = [0u8; 64];
-    let ok = hex::encode_to_slice(digest, &mut hexed).is_ok() && hexed[..] == *ev.hash.as_bytes();
+    let ok = is_hex_of(digest, &ev.hash);
     Ok(Line::Event {
         seq: ev.seq,
         prev_hash: ev.prev_hash,

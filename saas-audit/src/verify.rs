@@ -217,9 +217,9 @@ impl ChainVerifier {
         true
     }
 
-    /// The last position fed without a problem.
-    pub(crate) fn last_seq(&self) -> Option<i64> {
-        self.last_seq
+    /// The position the walk starts at.
+    pub(crate) fn first_seq(&self) -> i64 {
+        self.first_seq
     }
 
     /// Takes a checkpoint read after the events it covers (an export ends
