@@ -490,12 +490,21 @@ impl Authorizer {
         Box::pin(async move {
             let tenant = self.tenant_state(ctx).await?;
             let principal = self.principal_state(ctx, &tenant).await?;
-            let decision = self.evaluate(&tenant, &principal, action, resource, facts)?;
+            let set = self.principal_set(&tenant, &principal, action)?;
+            let decision = self.evaluate_entitled(
+                &tenant,
+                &principal,
+                &set,
+                action,
+                resource,
+                facts,
+                &tenant.ctx_entitlements,
+            )?;
             // Remembered only when no policy that can decide it reads the
             // request beyond the tier and entitlements, under the stamp of
             // the tenant state it came from.
             if let Some(key) = key
-                && self.principal_set(&tenant, &principal, action)?.remembered
+                && set.remembered
             {
                 self.inner
                     .remembered
@@ -526,6 +535,8 @@ impl Authorizer {
         })
     }
 
+    /// [`Self::evaluate_entitled`] with the principal's policies for
+    /// `action` looked up and the tenant's own entitlements.
     fn evaluate(
         &self,
         tenant: &TenantState,
@@ -534,9 +545,11 @@ impl Authorizer {
         resource: &Resource,
         facts: &Facts,
     ) -> Result<Decision, PolicyError> {
+        let set = self.principal_set(tenant, principal, action)?;
         self.evaluate_entitled(
             tenant,
             principal,
+            &set,
             action,
             resource,
             facts,
@@ -544,11 +557,18 @@ impl Authorizer {
         )
     }
 
-    /// [`Self::evaluate`] with the entitlements the context names given.
+    /// Runs Cedar over `set`, the principal's policies for `action`, with
+    /// the entitlements the context names given (the tenant's own, or every
+    /// feature for [`Self::allowed_if_entitled`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one request, each already looked up by the caller"
+    )]
     fn evaluate_entitled(
         &self,
         tenant: &TenantState,
         principal: &PrincipalState,
+        set: &ActionSet,
         action: &str,
         resource: &Resource,
         facts: &Facts,
@@ -656,9 +676,8 @@ impl Authorizer {
             pairs.push(("ip".into(), RestrictedExpression::new_ip(ip.to_string())));
         }
         let context = Context::from_pairs(pairs).map_err(|e| PolicyError::Engine(e.to_string()))?;
-        let principal_set = self.principal_set(tenant, principal, action)?;
         self.inner.engine.evaluate(
-            &principal_set.set,
+            &set.set,
             principal.uid.clone(),
             action,
             resource_uid,
@@ -683,9 +702,10 @@ impl Authorizer {
         self.inner.engine.action_uid(action)?;
         let tenant = self.tenant_state(ctx).await?;
         let principal = self.principal_state(ctx, &tenant).await?;
+        let set = self.principal_set(&tenant, &principal, action)?;
         let every = restricted_set(FEATURES.iter().copied());
         Ok(self
-            .evaluate_entitled(&tenant, &principal, action, resource, facts, &every)?
+            .evaluate_entitled(&tenant, &principal, &set, action, resource, facts, &every)?
             .is_allowed())
     }
 
@@ -823,12 +843,24 @@ impl Authorizer {
             return Ok(Visible::Only(out));
         }
         let mut out = BTreeSet::new();
-        for w in tenant.workspaces.keys() {
-            if self
-                .evaluate(&tenant, &principal, action, &Resource::Workspace(*w), facts)?
-                .is_allowed()
-            {
-                out.insert(*w);
+        if !tenant.workspaces.is_empty() {
+            // One set for every workspace, looked up once.
+            let set = self.principal_set(&tenant, &principal, action)?;
+            for w in tenant.workspaces.keys() {
+                if self
+                    .evaluate_entitled(
+                        &tenant,
+                        &principal,
+                        &set,
+                        action,
+                        &Resource::Workspace(*w),
+                        facts,
+                        &tenant.ctx_entitlements,
+                    )?
+                    .is_allowed()
+                {
+                    out.insert(*w);
+                }
             }
         }
         Ok(Visible::Only(out))
