@@ -209,6 +209,11 @@ both_backends! {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains(&b.tenant().to_string()));
         assert!(!text.contains("w100"));
+        // The walk (a COPY stream on PostgreSQL) reads A's chain alone, with
+        // B's events written between A's.
+        let walked = log.verify(&a, 1).await.unwrap();
+        assert!(walked.is_valid(), "{walked:?}");
+        assert_eq!((walked.chain, walked.checked, walked.last_seq), (format!("tenant:{}", a.tenant()), 5, Some(5)));
         assert!(log.subject_events(&a, b.principal().user_id().unwrap().as_uuid()).await.unwrap().is_empty());
         assert_eq!(log.erase_subject(&a, b.principal().user_id().unwrap().as_uuid()).await.unwrap(), 0);
         let b_page = log.query(&b, &AuditQuery::default()).await.unwrap();
