@@ -285,6 +285,9 @@ fn principal_key(p: &Principal) -> Option<PrincipalKey> {
 
 type PrincipalKey = (&'static str, uuid::Uuid);
 
+/// How long a tenant's cached state is kept by default.
+pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(60);
+
 /// Tenants with at most this many workspaces get each principal's entities
 /// prebuilt with the whole tree; larger ones build a request's chain.
 const PREBUILT_WORKSPACES: usize = 256;
@@ -324,7 +327,23 @@ impl Authorizer {
     /// role grants from `source`, auditing into `audit`.
     #[must_use]
     pub fn new(db: Db, engine: Engine, audit: AuditLog, source: Arc<dyn GrantSource>) -> Self {
-        let ttl = Duration::from_secs(60);
+        Self::with_ttl(db, engine, audit, source, DEFAULT_STATE_TTL)
+    }
+
+    /// [`Authorizer::new`] keeping each tenant's state (and the decisions
+    /// remembered from it) for `ttl` instead of [`DEFAULT_STATE_TTL`]. Changes made
+    /// through saas-policy and identity reach every replica at once whatever
+    /// the TTL; it bounds how long a change made around them (in the
+    /// database by hand, say) can go unseen, against how often each tenant's
+    /// state is read again.
+    #[must_use]
+    pub fn with_ttl(
+        db: Db,
+        engine: Engine,
+        audit: AuditLog,
+        source: Arc<dyn GrantSource>,
+        ttl: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 tenants_repo: Tenants::new(db.clone()),

@@ -11,7 +11,9 @@ mod remember;
 mod store;
 
 pub use admin::{Assignee, NewRole, RoleGrant};
-pub use authorizer::{Authorizer, Facts, GrantSource, Grants, Resource, Visible, entitlements};
+pub use authorizer::{
+    Authorizer, DEFAULT_STATE_TTL, Facts, GrantSource, Grants, Resource, Visible, entitlements,
+};
 pub use breakglass::{BreakGlass, BreakGlassRequest, MAX_MINUTES};
 pub use catalogue::{Catalogue, Level, Permission, Role};
 pub use engine::{Decision, Engine, Explanation, TENANT_ISOLATION};

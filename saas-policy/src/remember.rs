@@ -142,7 +142,9 @@ impl Remembered {
     /// at `read_at`, after `stamp` was taken. Nothing is kept if the tenant
     /// was invalidated meanwhile, and the entry expires with that state.
     pub(crate) fn put(&self, key: Key, stamp: Stamp, read_at: Instant, decision: &Decision) {
-        if self.stamp(key.tenant) != stamp {
+        // Nothing is kept that is already stale or expired (a TTL of zero
+        // remembers nothing).
+        if self.stamp(key.tenant) != stamp || read_at.elapsed() >= self.ttl {
             return;
         }
         let decision = self.share(decision);

@@ -151,4 +151,24 @@ both_backends! {
             }
         }
     }
+
+    async fn a_change_nobody_announced_is_seen_once_the_state_ttl_ends(t) {
+        let grants = Arc::new(MemGrants::default());
+        let cached = authorizer(&t, grants.clone());
+        let engine = saas_policy::Engine::new(saas_policy::Catalogue::default_catalogue().unwrap()).unwrap();
+        let audit = saas_audit::AuditLog::new(t.db.clone(), saas_audit::CheckpointSigner::random("test"));
+        let uncached = saas_policy::Authorizer::with_ttl(t.db.clone(), engine, audit, grants.clone(), std::time::Duration::ZERO);
+        let org = t.tenant("acme", Tier::Enterprise).await;
+        let tr = tree(&t, &org).await;
+        let analyst = user(&grants, &org, Grants { org_roles: vec!["member".into()], workspace_roles: vec![(tr.child, "data_analyst".into())], ..Grants::default() });
+        let export = async |authz: &saas_policy::Authorizer| {
+            authz.decide(&analyst, "export_data", &Resource::Workspace(tr.child), &Facts::default()).await.unwrap().is_allowed()
+        };
+        assert!(export(&cached).await && export(&uncached).await);
+        // The role goes, and nothing tells saas-policy (no `roles_changed`).
+        grants.set(&analyst, Grants { org_roles: vec!["member".into()], ..Grants::default() });
+        assert!(export(&cached).await, "within the default TTL the cached state still answers");
+        assert!(!export(&uncached).await, "past its TTL the state is read again");
+        assert_eq!(uncached.remembered_decisions(), 0, "nothing outlives a TTL of zero");
+    }
 }
