@@ -443,9 +443,24 @@ impl CanonicalFields<'_> {
     }
 }
 
+/// Appends `s` as a JSON string, as serde_json writes it: only `"`, `\\`
+/// and control characters below U+0020 are escaped. Most strings an event
+/// carries have none of them and are copied whole; the rest go through
+/// serde_json itself.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Serializing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // No early exit, so that the check runs over whole vectors of bytes.
+    let plain = !s.bytes().fold(false, |esc, b| {
+        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serializing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 fn json_number(out: &mut Vec<u8>, n: impl Serialize) {
@@ -464,8 +479,10 @@ fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 /// digit by digit: it runs once per event the verifier hashes.
 fn push_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
-    let micros = t.nanosecond() / 1000;
-    let Ok(year) = u32::try_from(t.year()) else {
+    // The UTC fields once, rather than each accessor applying the offset.
+    let n = t.naive_utc();
+    let micros = n.nanosecond() / 1000;
+    let Ok(year) = u32::try_from(n.year()) else {
         return push_time_slow(out, t);
     };
     if year > 9999 || micros > 999_999 {
@@ -474,11 +491,11 @@ fn push_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
     }
     for (value, width, then) in [
         (year, 4, b'-'),
-        (t.month(), 2, b'-'),
-        (t.day(), 2, b'T'),
-        (t.hour(), 2, b':'),
-        (t.minute(), 2, b':'),
-        (t.second(), 2, b'.'),
+        (n.month(), 2, b'-'),
+        (n.day(), 2, b'T'),
+        (n.hour(), 2, b':'),
+        (n.minute(), 2, b':'),
+        (n.second(), 2, b'.'),
         (micros, 6, b'Z'),
     ] {
         push_digits(out, value, width);
@@ -623,6 +640,28 @@ mod tests {
             personal: Some("00ff10".into()),
             prev_hash: "ab".repeat(32),
             hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_json_string_is_written_as_serde_json_writes_it() {
+        let mut cases: Vec<String> = (0u8..=0x7f)
+            .map(|b| format!("a{}b", char::from(b)))
+            .collect();
+        cases.extend(
+            [
+                "",
+                "plain",
+                "é ü 你好 🦀",
+                "\u{7f}\u{80}\u{2028}",
+                "\"quoted\" \\ end\n",
+            ]
+            .map(String::from),
+        );
+        for s in cases {
+            let mut ours = Vec::new();
+            json_str(&mut ours, &s);
+            assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
         }
     }
 
