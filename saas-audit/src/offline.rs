@@ -276,6 +276,7 @@ struct EventLine<'a> {
     chain: Cow<'a, str>,
     seq: i64,
     id: Uuid,
+    #[serde(deserialize_with = "rfc3339")]
     occurred_at: DateTime<Utc>,
     #[serde(borrow)]
     actor: ActorLine<'a>,
@@ -315,11 +316,63 @@ struct TargetLine<'a> {
     id: Option<Cow<'a, str>>,
 }
 
+/// A time as an export writes it (`2026-01-02T03:04:05.123456Z`, with 0 to
+/// 9 digits of fraction), read field by field; any other form is left to
+/// chrono, as before.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <Cow<'de, str>>::deserialize(d)?;
+    match fixed_time(text.as_bytes()) {
+        Some(t) => Ok(t),
+        None => text.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+fn fixed_time(b: &[u8]) -> Option<DateTime<Utc>> {
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b.get(from..to)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return None;
+    }
+    let (nanos, end) = match b.get(19) {
+        Some(b'.') => {
+            let digits = b
+                .get(20..)?
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if !(1..=9).contains(&digits) {
+                return None;
+            }
+            (
+                num(20, 20 + digits)? * 10u32.pow(9 - u32::try_from(digits).ok()?),
+                20 + digits,
+            )
+        }
+        _ => (0, 19),
+    };
+    if b.len() != end + 1 || !at(end, b'Z') {
+        return None;
+    }
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
+    let time =
+        chrono::NaiveTime::from_hms_nano_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, nanos)?;
+    Some(date.and_time(time).and_utc())
+}
+
 fn parse<'a>(line: &'a [u8], buf: &mut Vec<u8>) -> Result<Line<'a>, String> {
     if line.trim_ascii().is_empty() {
         return Ok(Line::Blank);
     }
-    let Ok(ev) = serde_json::from_slice::<EventLine<'a>>(line) else {
+    // Checked as UTF-8 once, as a whole, rather than string by string.
+    let ev = std::str::from_utf8(line)
+        .ok()
+        .and_then(|text| serde_json::from_str::<EventLine<'a>>(text).ok());
+    let Some(ev) = ev else {
         // Not an event: a checkpoint, or an error worded for either form.
         return match serde_json::from_slice::<ExportLine>(line).map_err(|e| e.to_string())? {
             ExportLine::Checkpoint { checkpoint } => Ok(Line::Checkpoint(checkpoint)),
@@ -375,6 +428,34 @@ mod tests {
 
     use super::*;
     use crate::event::{Actor, StoredEvent, Target};
+
+    #[test]
+    fn an_exported_time_is_read_as_chrono_reads_it() {
+        for text in [
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05.1Z",
+            "2026-01-02T03:04:05.123456Z",
+            "2026-12-31T23:59:59.999999999Z",
+            "0001-01-01T00:00:00Z",
+            "2024-02-29T12:00:00.5Z",
+        ] {
+            let want: DateTime<Utc> = text.parse().unwrap();
+            assert_eq!(fixed_time(text.as_bytes()), Some(want), "{text}");
+        }
+        // Left to chrono: other forms, and what it would refuse.
+        for text in [
+            "2026-01-02T03:04:05+00:00",
+            "2026-01-02 03:04:05Z",
+            "2026-01-02T03:04:60Z",
+            "2026-02-30T03:04:05Z",
+            "2026-01-02T03:04:05.Z",
+            "2026-01-02T03:04:05.1234567890Z",
+            "2026-01-02T03:04:05.1Zx",
+            "2026-1-02T03:04:05Z",
+        ] {
+            assert_eq!(fixed_time(text.as_bytes()), None, "{text}");
+        }
+    }
 
     /// An export of a chain of `n` events from its start, with no checkpoint.
     fn export(n: i64) -> Vec<u8> {
