@@ -17,11 +17,7 @@ both_backends! {
     async fn pruning_archives_records_itself_in_the_chain_and_keeps_it_verifiable(t) {
         let ctx = t.tenant("acme", Tier::Team).await;
         let log = log(&t);
-        for i in 0..10 {
-            log.record(&ctx, event(i)).await.unwrap();
-        }
-        let old = t.clock.now();
-        t.clock.advance(Duration::days(10));
+        let old = ten_events_then_ten_days(&t, &log, &ctx).await;
         for i in 10..15 {
             log.record(&ctx, event(i)).await.unwrap();
         }
@@ -59,11 +55,7 @@ both_backends! {
     async fn a_chain_that_does_not_verify_is_not_pruned_and_keeps_every_row(t) {
         let ctx = t.tenant("acme", Tier::Team).await;
         let log = log(&t);
-        for i in 0..10 {
-            log.record(&ctx, event(i)).await.unwrap();
-        }
-        let old = t.clock.now();
-        t.clock.advance(Duration::days(10));
+        let old = ten_events_then_ten_days(&t, &log, &ctx).await;
         log.record(&ctx, event(10)).await.unwrap();
         // A superuser edits event 4 behind the triggers' back.
         let insp = t.inspector().await;
@@ -231,6 +223,21 @@ both_backends! {
         log.export(&a, 1, None, &mut export).await.unwrap();
         assert!(verify_export(&export[..], Some(log.signer())).unwrap().is_valid());
     }
+}
+
+/// Records events 0 to 9 for `ctx`, then moves the clock ten days on;
+/// gives the time they were recorded at.
+async fn ten_events_then_ten_days(
+    t: &saas_test_support::TestDb,
+    log: &AuditLog,
+    ctx: &TenantContext,
+) -> chrono::DateTime<chrono::Utc> {
+    for i in 0..10 {
+        log.record(ctx, event(i)).await.unwrap();
+    }
+    let at = t.clock.now();
+    t.clock.advance(Duration::days(10));
+    at
 }
 
 /// The tenant's `audit.retention_changed` events, newest first.
