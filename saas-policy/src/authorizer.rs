@@ -546,12 +546,12 @@ impl Authorizer {
             Resource::Workspace(w) => Some(*w),
             Resource::Object { .. } => return None,
         };
-        Some(Key {
-            tenant: ctx.tenant(),
-            principal: principal_key(ctx.principal())?,
+        Key::new(
+            ctx.tenant(),
+            principal_key(ctx.principal())?,
             action,
             workspace,
-        })
+        )
     }
 
     /// [`Self::evaluate_entitled`] with the principal's policies for
