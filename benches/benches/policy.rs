@@ -187,6 +187,12 @@ fn stride(n: usize) -> usize {
     s.max(1)
 }
 
+/// The tenant of the `k`-th request sent, of `n` taken with stride `step`:
+/// the one order both the criterion loop and the per-request rounds follow.
+fn sent(k: usize, n: usize, step: usize) -> usize {
+    k * step % n
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -358,7 +364,7 @@ fn requests(tenants: &[TenantFixture], allow: bool) -> Vec<(TenantContext, Resou
     let step = stride(n);
     (1..=n)
         .map(|i| {
-            let f = &tenants[i * step % n];
+            let f = &tenants[sent(i, n, step)];
             let on = if allow { f.allow_on } else { f.deny_on };
             (f.ctx.clone(), Resource::Workspace(on))
         })
@@ -402,7 +408,7 @@ impl Run {
     async fn time(&mut self, authz: &Authorizer, count: usize, facts: &Facts) {
         for _ in 0..count {
             self.next = (self.next + 1) % self.n;
-            let i = self.next * self.step % self.n;
+            let i = sent(self.next, self.n, self.step);
             let part = if self.allow { ALLOW_PART } else { DENY_PART };
             let ctx = TenantContext::for_test(
                 TenantId::from_uuid(fixture_id(i, TENANT_PART)),

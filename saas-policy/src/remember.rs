@@ -110,7 +110,8 @@ impl Stamp {
     /// only if the counters have not moved, or moved by a multiple of 2^32
     /// within the entry's lifetime.
     fn folded(self) -> u32 {
-        u32::try_from(self.0 & u64::from(u32::MAX)).unwrap_or(0)
+        // Truncating: the low 32 bits.
+        self.0 as u32
     }
 }
 
@@ -282,15 +283,12 @@ impl Remembered {
                 shard.clear(now);
             }
         }
-        let decision = match shard.decision(decision) {
-            Some(i) => i,
-            None => {
-                shard.clear(now);
-                match shard.decision(decision) {
-                    Some(i) => i,
-                    None => return,
-                }
-            }
+        // A shard full of distinct decisions starts over.
+        let Some(decision) = shard.decision(decision).or_else(|| {
+            shard.clear(now);
+            shard.decision(decision)
+        }) else {
+            return;
         };
         // Rounded down to the millisecond and capped at 2^32 - 1 ms from
         // the epoch: an entry may expire early, never late.

@@ -59,9 +59,18 @@ impl GrantSource for MemGrants {
 }
 
 pub(crate) fn authorizer(t: &TestDb, grants: Arc<MemGrants>) -> Authorizer {
+    authorizer_with_ttl(t, grants, saas_policy::DEFAULT_STATE_TTL)
+}
+
+/// [`authorizer`] keeping each tenant's state for `ttl`.
+pub(crate) fn authorizer_with_ttl(
+    t: &TestDb,
+    grants: Arc<MemGrants>,
+    ttl: std::time::Duration,
+) -> Authorizer {
     let engine = Engine::new(Catalogue::default_catalogue().unwrap()).unwrap();
     let audit = AuditLog::new(t.db.clone(), CheckpointSigner::random("test"));
-    Authorizer::new(t.db.clone(), engine, audit, grants)
+    Authorizer::with_ttl(t.db.clone(), engine, audit, grants, ttl)
 }
 
 /// A user of `tenant` holding `grants`.

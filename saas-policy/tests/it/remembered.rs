@@ -155,9 +155,7 @@ both_backends! {
     async fn a_change_nobody_announced_is_seen_once_the_state_ttl_ends(t) {
         let grants = Arc::new(MemGrants::default());
         let cached = authorizer(&t, grants.clone());
-        let engine = saas_policy::Engine::new(saas_policy::Catalogue::default_catalogue().unwrap()).unwrap();
-        let audit = saas_audit::AuditLog::new(t.db.clone(), saas_audit::CheckpointSigner::random("test"));
-        let uncached = saas_policy::Authorizer::with_ttl(t.db.clone(), engine, audit, grants.clone(), std::time::Duration::ZERO);
+        let uncached = crate::authorizer_with_ttl(&t, grants.clone(), std::time::Duration::ZERO);
         let org = t.tenant("acme", Tier::Enterprise).await;
         let tr = tree(&t, &org).await;
         let analyst = user(&grants, &org, Grants { org_roles: vec!["member".into()], workspace_roles: vec![(tr.child, "data_analyst".into())], ..Grants::default() });
