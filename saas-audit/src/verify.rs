@@ -118,18 +118,35 @@ pub(crate) fn on_every_core<'a, T: Sync, R: Send>(
     }
     let chunk = items.len().div_ceil(threads);
     let work = &work;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| (part, s.spawn(move || work(part))))
-            .collect();
-        // A part whose thread failed is done again here, so no result is
-        // ever missing.
-        handles
-            .into_iter()
-            .flat_map(|(part, h)| h.join().unwrap_or_else(|_| work(part)))
-            .collect()
+    off_the_executor(|| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = items
+                .chunks(chunk)
+                .map(|part| (part, s.spawn(move || work(part))))
+                .collect();
+            // A part whose thread failed is done again here, so no result
+            // is ever missing.
+            handles
+                .into_iter()
+                .flat_map(|(part, h)| h.join().unwrap_or_else(|_| work(part)))
+                .collect()
+        })
     })
+}
+
+/// Runs `work`, which keeps this thread busy for milliseconds, telling
+/// tokio first when this is a worker of its multi-threaded runtime, so that
+/// the worker's other tasks move to another thread meanwhile instead of
+/// waiting for it. Elsewhere (a `current_thread` runtime, which has no other
+/// thread to move them to, or no runtime at all) `work` simply runs.
+fn off_the_executor<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 /// Walks events in order and remembers the first problem.
@@ -297,4 +314,54 @@ pub fn verify_events(anchor: Option<&str>, events: &[StoredEvent]) -> VerifyRepo
     let mut v = ChainVerifier::new(chain, first, anchor, Vec::new());
     v.feed_all(events);
     v.finish(None, None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A runtime with one worker: a task that held it without telling tokio
+    /// would leave every other task waiting.
+    fn one_worker() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn long_work_on_a_runtime_worker_lets_the_workers_other_tasks_run() {
+        let ran_meanwhile = one_worker().block_on(async {
+            tokio::spawn(async {
+                let (tx, rx) = mpsc::channel();
+                // Queued on this same worker, behind the task running now.
+                tokio::spawn(async move { tx.send(()).ok() });
+                // The work waits for that task: it can end only if the task
+                // ran while the work held the worker's thread.
+                off_the_executor(|| rx.recv_timeout(Duration::from_secs(60)).is_ok())
+            })
+            .await
+            .unwrap()
+        });
+        assert!(ran_meanwhile);
+    }
+
+    #[test]
+    fn long_work_runs_as_is_on_a_current_thread_runtime_or_none() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(async { off_the_executor(|| 7) }), 7);
+        assert_eq!(off_the_executor(|| 8), 8);
+        // And the hashing spread over the cores gives every result, in order.
+        let items: Vec<u32> = (0..10_000).collect();
+        let doubled = rt
+            .block_on(async { on_every_core(&items, |part| part.iter().map(|i| i * 2).collect()) });
+        assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+    }
 }
