@@ -14,6 +14,12 @@
 //! answers: with thousands of tenants the entries outgrow the processor's
 //! caches, and a hit then costs one read from memory rather than several.
 //!
+//! Equal decisions are held once for the whole table, whichever shards
+//! remember them: most requests get the same few answers, and a hit clones
+//! its answer from memory that every tenant's requests keep warm rather than
+//! from its shard's own copy (with 64 shards, those copies crowded the
+//! first-level cache once thousands of tenants spread requests over them all).
+//!
 //! The stamp is taken before the state a decision was computed from was
 //! read: invalidating a tenant advances its counter (counters are shared by
 //! hash, so a collision only drops more than needed) and invalidating
@@ -22,7 +28,7 @@
 //! state they came from would (the tenant cache's TTL from when it was
 //! read). Keys are compared whole, never by hash alone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +48,9 @@ const PER_SHARD: usize = 2_048;
 /// Distinct decisions a shard keeps (most requests get the same few
 /// answers); more and the shard starts over.
 const DECISIONS_PER_SHARD: usize = 1_024;
+/// Distinct decisions held once for all shards: twice what the shards can
+/// hold together, so that dropping those no shard holds frees at least half.
+const INTERNED: usize = 2 * SHARDS * DECISIONS_PER_SHARD;
 /// Invalidation counters, shared by tenants by hash (a power of two).
 const COUNTERS: usize = 1 << 12;
 /// A shard's clock starts over (and the shard with it) once it is this far
@@ -159,7 +168,7 @@ impl Shard {
 
     /// The index of `decision` among the shard's, added if new; `None` when
     /// the shard is full of distinct decisions (the caller starts over).
-    fn decision(&mut self, decision: &Decision) -> Option<u32> {
+    fn decision(&mut self, decision: &Arc<Decision>) -> Option<u32> {
         if let Some(i) = self.index.get(decision) {
             return Some(*i);
         }
@@ -167,9 +176,8 @@ impl Shard {
             return None;
         }
         let i = u32::try_from(self.decisions.len()).ok()?;
-        let d = Arc::new(decision.clone());
-        self.decisions.push(d.clone());
-        self.index.insert(d, i);
+        self.decisions.push(decision.clone());
+        self.index.insert(decision.clone(), i);
         Some(i)
     }
 }
@@ -180,6 +188,8 @@ pub(crate) struct Remembered {
     shards: Box<[Mutex<Shard>]>,
     counters: Box<[AtomicU64]>,
     all: AtomicU64,
+    /// Distinct decisions, shared by the shards.
+    interned: Mutex<HashSet<Arc<Decision>>>,
     ttl: Duration,
     hasher: RandomState,
 }
@@ -190,6 +200,7 @@ impl Remembered {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             counters: (0..COUNTERS).map(|_| AtomicU64::new(0)).collect(),
             all: AtomicU64::new(0),
+            interned: Mutex::new(HashSet::new()),
             ttl,
             hasher: RandomState::default(),
         }
@@ -263,6 +274,9 @@ impl Remembered {
         if self.stamp_of(&key.tenant) != stamp || read_at.elapsed() >= self.ttl {
             return;
         }
+        let Some(shared) = self.interned(decision) else {
+            return;
+        };
         let Some((hash, shard)) = self.shard(&key) else {
             return;
         };
@@ -284,9 +298,9 @@ impl Remembered {
             }
         }
         // A shard full of distinct decisions starts over.
-        let Some(decision) = shard.decision(decision).or_else(|| {
+        let Some(decision) = shard.decision(&shared).or_else(|| {
             shard.clear(now);
-            shard.decision(decision)
+            shard.decision(&shared)
         }) else {
             return;
         };
@@ -312,6 +326,29 @@ impl Remembered {
                 .table
                 .insert_unique(hash, entry, |e| hasher.hash_one(e.key));
         }
+    }
+
+    /// The one copy of `decision` that every shard shares: a hit then clones
+    /// from memory that all tenants' requests keep warm, not from a copy of
+    /// its shard's own. `None` if the lock is poisoned.
+    fn interned(&self, decision: &Decision) -> Option<Arc<Decision>> {
+        let mut interned = self.interned.lock().ok()?;
+        if let Some(d) = interned.get(decision) {
+            return Some(d.clone());
+        }
+        // A full set keeps only the decisions a shard still holds (at most
+        // half of it), and starts over should that free nothing; what the
+        // shards hold stays valid either way, only no longer shared with
+        // later entries.
+        if interned.len() >= INTERNED {
+            interned.retain(|d| Arc::strong_count(d) > 1);
+            if interned.len() >= INTERNED {
+                interned.clear();
+            }
+        }
+        let d = Arc::new(decision.clone());
+        interned.insert(d.clone());
+        Some(d)
     }
 
     /// Entries held, current or not yet dropped.
@@ -411,6 +448,54 @@ mod tests {
         assert_eq!(short.get(&key(a, u, 1, None)), Some(d.clone()));
         std::thread::sleep(Duration::from_millis(600));
         assert_eq!(short.get(&key(a, u, 1, None)), None);
+    }
+
+    #[test]
+    fn equal_decisions_remembered_in_different_shards_are_one_copy() {
+        let r = Remembered::new(Duration::from_secs(60));
+        let u = uuid::Uuid::now_v7();
+        let tenants: Vec<TenantId> = (0..SHARDS * 4).map(|_| TenantId::new()).collect();
+        for t in &tenants {
+            put(&r, key(*t, u, 1, None), *t, &decision(true, "p"));
+        }
+        let mut copies: Vec<*const Decision> = Vec::new();
+        let mut used = 0;
+        for shard in &r.shards {
+            let shard = shard.lock().unwrap();
+            if !shard.decisions.is_empty() {
+                used += 1;
+            }
+            copies.extend(shard.decisions.iter().map(Arc::as_ptr));
+        }
+        copies.dedup();
+        assert!(used > 1, "the keys spread over several shards");
+        assert_eq!(copies.len(), 1, "one copy, shared");
+        for t in &tenants {
+            assert_eq!(r.get(&key(*t, u, 1, None)), Some(decision(true, "p")));
+        }
+    }
+
+    #[test]
+    fn the_shared_copies_are_bounded_and_keep_what_the_shards_hold() {
+        let r = Remembered::new(Duration::from_secs(60));
+        let t = TenantId::new();
+        for i in 0..INTERNED + 1_000 {
+            let d = decision(true, &format!("p{i}"));
+            put(&r, key(t, uuid::Uuid::now_v7(), 1, None), t, &d);
+        }
+        let interned = r.interned.lock().unwrap();
+        assert!(interned.len() <= INTERNED);
+        // What the shards hold was kept, and is still the shared copy.
+        for shard in &r.shards {
+            for d in &shard.lock().unwrap().decisions {
+                assert!(interned.get(&**d).is_some_and(|i| Arc::ptr_eq(i, d)));
+            }
+        }
+        drop(interned);
+        // Every decision a shard holds is still answered.
+        let k = key(t, uuid::Uuid::now_v7(), 1, None);
+        put(&r, k, t, &decision(false, "last"));
+        assert_eq!(r.get(&k), Some(decision(false, "last")));
     }
 
     #[test]
