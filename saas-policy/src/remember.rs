@@ -494,7 +494,7 @@ mod tests {
             }
         }
         drop(interned);
-        // Every decision a shard holds is still answered.
+        // After the set was pruned, a new decision is still remembered.
         let k = key(t, uuid::Uuid::now_v7(), 1, None);
         put(&r, k, t, &decision(false, "last"));
         assert_eq!(r.get(&k), Some(decision(false, "last")));
