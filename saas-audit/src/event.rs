@@ -294,24 +294,7 @@ impl StoredEvent {
 
     /// The hashed fields, borrowed; `personal` is the decoded ciphertext.
     fn fields<'a>(&'a self, personal: Option<&'a [u8]>) -> CanonicalFields<'a> {
-        CanonicalFields {
-            chain: &self.chain,
-            seq: self.seq,
-            id: self.id,
-            occurred_at: self.occurred_at,
-            actor_kind: &self.actor.kind,
-            actor_id: self.actor.id.as_deref(),
-            actor_reason: self.actor.reason.as_deref(),
-            action: &self.action,
-            target_kind: &self.target.kind,
-            target_id: self.target.id.as_deref(),
-            outcome: self.outcome,
-            correlation_id: &self.correlation_id,
-            details: &self.details,
-            subject_id: self.subject_id,
-            personal,
-            prev_hash: &self.prev_hash,
-        }
+        canonical_fields!(self, personal)
     }
 
     /// Recomputes this event's hash (hex).
@@ -350,25 +333,55 @@ pub(crate) fn is_hex_of(digest: [u8; 32], hexed: &str) -> bool {
 /// wherever they were read (a [`StoredEvent`], or a row streamed out of the
 /// database), so both are hashed by the one writer below.
 pub(crate) struct CanonicalFields<'a> {
-    pub(crate) chain: &'a str,
+    // Text fields are bytes: a row streamed from the database is hashed as
+    // it arrives, without a UTF-8 check of each column (see `json_bytes`).
+    pub(crate) chain: &'a [u8],
     pub(crate) seq: i64,
     pub(crate) id: Uuid,
     pub(crate) occurred_at: DateTime<Utc>,
-    pub(crate) actor_kind: &'a str,
-    pub(crate) actor_id: Option<&'a str>,
-    pub(crate) actor_reason: Option<&'a str>,
-    pub(crate) action: &'a str,
-    pub(crate) target_kind: &'a str,
-    pub(crate) target_id: Option<&'a str>,
+    pub(crate) actor_kind: &'a [u8],
+    pub(crate) actor_id: Option<&'a [u8]>,
+    pub(crate) actor_reason: Option<&'a [u8]>,
+    pub(crate) action: &'a [u8],
+    pub(crate) target_kind: &'a [u8],
+    pub(crate) target_id: Option<&'a [u8]>,
     pub(crate) outcome: Outcome,
-    pub(crate) correlation_id: &'a str,
-    pub(crate) details: &'a str,
+    pub(crate) correlation_id: &'a [u8],
+    /// Canonical JSON, written as it is.
+    pub(crate) details: &'a [u8],
     pub(crate) subject_id: Option<Uuid>,
     /// The encrypted personal-data blob (only its SHA-256 is hashed).
     pub(crate) personal: Option<&'a [u8]>,
     /// The previous event's hash, hex.
-    pub(crate) prev_hash: &'a str,
+    pub(crate) prev_hash: &'a [u8],
 }
+
+/// The [`CanonicalFields`] of `$ev`: a [`StoredEvent`], or an event read
+/// elsewhere with the same field names holding text; `$personal` is its
+/// decoded personal-data blob.
+macro_rules! canonical_fields {
+    ($ev:expr, $personal:expr) => {
+        $crate::event::CanonicalFields {
+            chain: $ev.chain.as_bytes(),
+            seq: $ev.seq,
+            id: $ev.id,
+            occurred_at: $ev.occurred_at,
+            actor_kind: $ev.actor.kind.as_bytes(),
+            actor_id: $ev.actor.id.as_deref().map(str::as_bytes),
+            actor_reason: $ev.actor.reason.as_deref().map(str::as_bytes),
+            action: $ev.action.as_bytes(),
+            target_kind: $ev.target.kind.as_bytes(),
+            target_id: $ev.target.id.as_deref().map(str::as_bytes),
+            outcome: $ev.outcome,
+            correlation_id: $ev.correlation_id.as_bytes(),
+            details: $ev.details.as_bytes(),
+            subject_id: $ev.subject_id,
+            personal: $personal,
+            prev_hash: $ev.prev_hash.as_bytes(),
+        }
+    };
+}
+pub(crate) use canonical_fields;
 
 impl CanonicalFields<'_> {
     /// SHA-256 of the canonical form, written into a reusable buffer.
@@ -381,21 +394,21 @@ impl CanonicalFields<'_> {
     /// Appends the canonical form (version 1) to `out`.
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"action\":");
-        json_str(out, self.action);
+        json_bytes(out, self.action);
         out.extend_from_slice(b",\"actor\":{\"id\":");
         json_opt_str(out, self.actor_id);
         out.extend_from_slice(b",\"kind\":");
-        json_str(out, self.actor_kind);
+        json_bytes(out, self.actor_kind);
         out.extend_from_slice(b",\"reason\":");
         json_opt_str(out, self.actor_reason);
         out.extend_from_slice(b"},\"at\":\"");
         push_time(out, self.occurred_at);
         out.extend_from_slice(b"\",\"chain\":");
-        json_str(out, self.chain);
+        json_bytes(out, self.chain);
         out.extend_from_slice(b",\"correlation_id\":");
-        json_str(out, self.correlation_id);
+        json_bytes(out, self.correlation_id);
         out.extend_from_slice(b",\"details\":");
-        out.extend_from_slice(self.details.as_bytes());
+        out.extend_from_slice(self.details);
         out.extend_from_slice(b",\"id\":\"");
         out.extend_from_slice(
             self.id
@@ -417,7 +430,7 @@ impl CanonicalFields<'_> {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"prev\":");
-        json_str(out, self.prev_hash);
+        json_bytes(out, self.prev_hash);
         out.extend_from_slice(b",\"seq\":");
         json_number(out, self.seq);
         out.extend_from_slice(b",\"subject\":");
@@ -436,7 +449,7 @@ impl CanonicalFields<'_> {
         out.extend_from_slice(b",\"target\":{\"id\":");
         json_opt_str(out, self.target_id);
         out.extend_from_slice(b",\"kind\":");
-        json_str(out, self.target_kind);
+        json_bytes(out, self.target_kind);
         out.extend_from_slice(b"},\"v\":");
         json_number(out, CANONICAL_VERSION);
         out.push(b'}');
@@ -444,23 +457,31 @@ impl CanonicalFields<'_> {
 }
 
 /// Appends `s` as a JSON string, as serde_json writes it: only `"`, `\\`
-/// and control characters below U+0020 are escaped. Most strings an event
-/// carries have none of them and are copied whole; the rest go through
-/// serde_json itself.
+/// and control characters below U+0020 are escaped.
 fn json_str(out: &mut Vec<u8>, s: &str) {
+    json_bytes(out, s.as_bytes());
+}
+
+/// [`json_str`] for text given as bytes. Most strings an event carries need
+/// no escape and are copied whole; the rest go through serde_json itself.
+/// Bytes that are not UTF-8 (which no stored event has: they can only come
+/// from an edit in the database) are copied as they are, so the canonical
+/// form they give is not UTF-8 either, cannot be that of any event, and its
+/// hash does not match.
+fn json_bytes(out: &mut Vec<u8>, s: &[u8]) {
     // No early exit, so that the check runs over whole vectors of bytes.
-    let plain = !s.bytes().fold(false, |esc, b| {
+    let plain = !s.iter().fold(false, |esc, &b| {
         esc | (b < 0x20) | (b == b'"') | (b == b'\\')
     });
-    if plain {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
+    if !plain && let Ok(text) = std::str::from_utf8(s) {
         // Serializing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        let _ = serde_json::to_writer(&mut *out, text);
+        return;
     }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
 }
 
 fn json_number(out: &mut Vec<u8>, n: impl Serialize) {
@@ -468,9 +489,9 @@ fn json_number(out: &mut Vec<u8>, n: impl Serialize) {
     let _ = serde_json::to_writer(&mut *out, &n);
 }
 
-fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&[u8]>) {
     match s {
-        Some(s) => json_str(out, s),
+        Some(s) => json_bytes(out, s),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -663,6 +684,18 @@ mod tests {
             json_str(&mut ours, &s);
             assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_never_writes_the_form_of_a_stored_string() {
+        for bytes in [&b"ab\xff"[..], b"\"\xc3", b"\n\xe2\x82", b"\xed\xa0\x80"] {
+            let mut ours = Vec::new();
+            json_bytes(&mut ours, bytes);
+            assert!(std::str::from_utf8(&ours).is_err(), "{bytes:?}");
+        }
+        let mut ours = Vec::new();
+        json_bytes(&mut ours, "é \"q\"\n".as_bytes());
+        assert_eq!(ours, serde_json::to_vec("é \"q\"\n").unwrap());
     }
 
     #[test]

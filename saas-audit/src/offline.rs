@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::crypto::CheckpointSigner;
 use crate::error::AuditError;
-use crate::event::{CanonicalFields, Outcome, decode_personal, is_hex_of};
+use crate::event::{Outcome, canonical_fields, decode_personal, is_hex_of};
 use crate::store::{ExportHeader, ExportLine};
 use crate::verify::{ChainVerifier, VerifyReport, on_every_core};
 
@@ -390,25 +390,7 @@ fn parse<'a>(line: &'a [u8], buf: &mut Vec<u8>) -> Result<Line<'a>, String> {
         };
     };
     let personal = decode_personal(ev.personal.as_deref());
-    let digest = CanonicalFields {
-        chain: &ev.chain,
-        seq: ev.seq,
-        id: ev.id,
-        occurred_at: ev.occurred_at,
-        actor_kind: &ev.actor.kind,
-        actor_id: ev.actor.id.as_deref(),
-        actor_reason: ev.actor.reason.as_deref(),
-        action: &ev.action,
-        target_kind: &ev.target.kind,
-        target_id: ev.target.id.as_deref(),
-        outcome: ev.outcome,
-        correlation_id: &ev.correlation_id,
-        details: &ev.details,
-        subject_id: ev.subject_id,
-        personal: personal.as_deref(),
-        prev_hash: &ev.prev_hash,
-    }
-    .digest(buf);
+    let digest = canonical_fields!(ev, personal.as_deref()).digest(buf);
     let ok = is_hex_of(digest, &ev.hash);
     Ok(Line::Event {
         seq: ev.seq,

@@ -228,13 +228,34 @@ pub(crate) enum ExportLine {
 pub struct AuditLog {
     db: Db,
     signer: CheckpointSigner,
+    split: crate::pgwalk::Split,
 }
 
 impl AuditLog {
     /// A log over `db` that signs checkpoints with `signer`.
     #[must_use]
     pub fn new(db: Db, signer: CheckpointSigner) -> Self {
-        Self { db, signer }
+        Self {
+            db,
+            signer,
+            split: crate::pgwalk::Split::for_this_machine(),
+        }
+    }
+
+    /// Caps the connections one [`AuditLog::verify`] walk reads a long chain
+    /// over on PostgreSQL (at least 1). The default is one per core, at most
+    /// four; a walk only ever takes connections the pool has to spare. Give 1
+    /// to keep verification to a single connection on a busy database.
+    ///
+    /// ```
+    /// # fn log(db: saas_core::db::Db, signer: saas_audit::CheckpointSigner) {
+    /// let log = saas_audit::AuditLog::new(db, signer).verify_connections(1);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn verify_connections(mut self, n: usize) -> Self {
+        self.split.parts = n.max(1);
+        self
     }
 
     /// The checkpoint signer.
@@ -290,6 +311,14 @@ impl AuditLog {
         Ok(match scope {
             Scope::Tenant(ctx) => self.db.begin(ctx).await?,
             Scope::Platform(p) => self.db.begin_platform(p).await?,
+        })
+    }
+
+    /// A read that sees one snapshot throughout, which a walk can share.
+    async fn read_snapshot(&self, scope: Scope<'_>) -> Result<Tx, AuditError> {
+        Ok(match scope {
+            Scope::Tenant(ctx) => self.db.read_snapshot(ctx).await?,
+            Scope::Platform(p) => self.db.read_snapshot_platform(p).await?,
         })
     }
 
@@ -621,15 +650,31 @@ impl AuditLog {
     /// Walks the chain from position `from_seq` (1 for the whole chain) and
     /// reports the first broken link, gap, tampered event, or missing tail
     /// against the newest checkpoint and the chain head.
+    ///
+    /// On PostgreSQL a long chain is read over several connections at once,
+    /// each reading the same snapshot (see [`AuditLog::verify_connections`]).
     pub async fn verify<'a>(
         &self,
         scope: impl Into<Scope<'a>>,
         from_seq: i64,
     ) -> Result<VerifyReport, AuditError> {
-        let scope = scope.into();
+        Ok(self
+            .verify_split(scope.into(), from_seq, self.split)
+            .await?
+            .0)
+    }
+
+    /// [`Self::verify`], splitting the walk on PostgreSQL as `split` allows;
+    /// also returns the number of parts it was walked in.
+    pub(crate) async fn verify_split(
+        &self,
+        scope: Scope<'_>,
+        from_seq: i64,
+        split: crate::pgwalk::Split,
+    ) -> Result<(VerifyReport, usize), AuditError> {
         let chain = chain_of(scope);
         let from_seq = std::cmp::max(from_seq, 1);
-        let mut tx = self.read(scope).await?;
+        let mut tx = self.read_snapshot(scope).await?;
         let head = tx
             .fetch_optional(
                 Query::select()
@@ -643,14 +688,15 @@ impl AuditLog {
         let checkpoints = load_checkpoints(&mut tx, &chain).await?;
         let (from_seq, anchor, prune) = chain_start(&mut tx, &chain, from_seq).await?;
         let mut verifier = ChainVerifier::new(chain.name.clone(), from_seq, anchor, checkpoints);
-        if let Some(conn) = tx.postgres_conn() {
-            let copy = crate::pgwalk::statement(
-                chain.tables.events,
-                chain.tables.key,
-                chain.key,
-                from_seq,
-            );
-            crate::pgwalk::walk(conn, &copy, &chain.name, &mut verifier).await?;
+        let mut parts = 1;
+        if tx.postgres_conn().is_some() {
+            let rows = crate::pgwalk::ChainRows {
+                table: chain.tables.events,
+                key_column: chain.tables.key,
+                key: chain.key,
+            };
+            parts = crate::pgwalk::walk_chain(&self.db, &mut tx, rows, head, split, &mut verifier)
+                .await?;
         } else {
             let mut after = from_seq - 1;
             loop {
@@ -676,7 +722,7 @@ impl AuditLog {
                 up_to_seq: p.up_to_seq,
             });
         }
-        Ok(report)
+        Ok((report, parts))
     }
 
     /// Retention: archives every event recorded before `before` to `archive`
@@ -812,7 +858,7 @@ impl AuditLog {
         let scope = scope.into();
         let chain = chain_of(scope);
         let from_seq = std::cmp::max(from_seq, 1);
-        let mut tx = self.read(scope).await?;
+        let mut tx = self.read_snapshot(scope).await?;
         let (from_seq, anchor, _) = chain_start(&mut tx, &chain, from_seq).await?;
         let header = ExportHeader {
             format: "saas-audit-export".into(),

@@ -155,6 +155,12 @@ pub(crate) struct ChainVerifier {
     first_seq: i64,
     expected_seq: i64,
     prev: String,
+    /// A part of a walk split over several connections ([`Self::part`]):
+    /// its first event's link is taken as it is, to be checked when the
+    /// part is joined to the walk before it.
+    part: bool,
+    /// That first event's link (hex).
+    part_anchor: Option<String>,
     checked: u64,
     last_seq: Option<i64>,
     problem: Option<ChainProblem>,
@@ -174,6 +180,8 @@ impl ChainVerifier {
             first_seq,
             expected_seq: first_seq,
             prev: anchor,
+            part: false,
+            part_anchor: None,
             checked: 0,
             last_seq: None,
             problem: None,
@@ -215,6 +223,9 @@ impl ChainVerifier {
             })
         } else if !hash_ok {
             Some(ChainProblem::HashMismatch { seq })
+        } else if self.part && self.part_anchor.is_none() {
+            self.part_anchor = Some(prev_hash.to_owned());
+            None
         } else if prev_hash != self.prev {
             Some(ChainProblem::BrokenLink { seq })
         } else if self.checkpoints.get(&seq).is_some_and(|c| c.hash != hash) {
@@ -237,6 +248,60 @@ impl ChainVerifier {
     /// The position the walk starts at.
     pub(crate) fn first_seq(&self) -> i64 {
         self.first_seq
+    }
+
+    /// The chain's name.
+    pub(crate) fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    /// The position expected next.
+    pub(crate) fn next_seq(&self) -> i64 {
+        self.expected_seq
+    }
+
+    /// Whether a problem was found.
+    pub(crate) fn problem_found(&self) -> bool {
+        self.problem.is_some()
+    }
+
+    /// A verifier for the part of this walk that starts at `first_seq`,
+    /// with the same checkpoints; see [`Self::join`].
+    pub(crate) fn part(&self, first_seq: i64) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            first_seq,
+            expected_seq: first_seq,
+            prev: String::new(),
+            part: true,
+            part_anchor: None,
+            checked: 0,
+            last_seq: None,
+            problem: None,
+            checkpoints: self.checkpoints.clone(),
+        }
+    }
+
+    /// Takes `part` as the continuation of this walk when that is exactly
+    /// what walking its events here would have done: nothing was found wrong
+    /// so far or in the part, the part starts at the position expected next,
+    /// and its first event links to the last hash. (A part that ends early
+    /// leaves the next part, or the end of the walk, to find the hole.)
+    /// Returns false, and changes nothing, otherwise, an empty part
+    /// included: the caller then walks on from [`Self::next_seq`] itself.
+    pub(crate) fn join(&mut self, part: Self) -> bool {
+        let continues = self.problem.is_none()
+            && part.problem.is_none()
+            && part.first_seq == self.expected_seq
+            && part.part_anchor.as_deref() == Some(self.prev.as_str());
+        if !continues {
+            return false;
+        }
+        self.checked += part.checked;
+        self.last_seq = part.last_seq;
+        self.expected_seq = part.expected_seq;
+        self.prev = part.prev;
+        true
     }
 
     /// Takes a checkpoint read after the events it covers (an export ends

@@ -247,7 +247,67 @@ impl Db {
         self.begin_scoped(Scope::Platform, true).await
     }
 
+    /// Opens a read-only transaction confined to `ctx`'s tenant that sees one
+    /// snapshot of the database from its first statement to its end
+    /// (`REPEATABLE READ, READ ONLY` on PostgreSQL; on SQLite every
+    /// transaction reads one snapshot). [`Tx::share_snapshot`] lets other
+    /// transactions read that same snapshot, to split a long read over
+    /// several connections.
+    pub async fn read_snapshot(&self, ctx: &TenantContext) -> Result<Tx, CoreError> {
+        self.begin_snapshot(Scope::Tenant(ctx.tenant()), None).await
+    }
+
+    /// [`Db::read_snapshot`] for platform work.
+    pub async fn read_snapshot_platform(&self, _ctx: &PlatformContext) -> Result<Tx, CoreError> {
+        self.begin_snapshot(Scope::Platform, None).await
+    }
+
+    /// Opens a read-only transaction that reads `snapshot`, confined to the
+    /// scope of the transaction that shared it (so joining a snapshot never
+    /// widens what can be seen), on a connection the pool can spare: an idle
+    /// one, or a new one while the pool is below its size limit. `None` when
+    /// it has none to spare, so that a caller splitting a read never waits on
+    /// connections other callers hold; it goes on with what it has.
+    ///
+    /// # Errors
+    ///
+    /// The database's error, for instance once the sharing transaction has
+    /// ended.
+    pub async fn join_snapshot(&self, snapshot: &SharedSnapshot) -> Result<Option<Tx>, CoreError> {
+        let spare = match &self.inner.pool {
+            Pool::Postgres(p) => p.num_idle() > 0 || p.size() < p.options().get_max_connections(),
+            Pool::Sqlite(_) => false,
+        };
+        if !spare {
+            return Ok(None);
+        }
+        self.begin_snapshot(snapshot.scope, Some(&snapshot.id))
+            .await
+            .map(Some)
+    }
+
+    async fn begin_snapshot(&self, scope: Scope, join: Option<&str>) -> Result<Tx, CoreError> {
+        let mut begin = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; ");
+        if let Some(id) = join {
+            // A snapshot id is hex digits and dashes (checked when it was
+            // shared); it must be set before the first query.
+            begin.push_str("SET TRANSACTION SNAPSHOT '");
+            begin.push_str(id);
+            begin.push_str("'; ");
+        }
+        let mut tx = self.begin_as(scope, false, &begin).await?;
+        tx.snapshot = true;
+        Ok(tx)
+    }
+
     async fn begin_scoped(&self, scope: Scope, write: bool) -> Result<Tx, CoreError> {
+        self.begin_as(scope, write, "BEGIN; ").await
+    }
+
+    /// Opens a transaction in `scope`; on PostgreSQL `begin` opens it (and
+    /// may set its snapshot), on SQLite `write` says whether to take the
+    /// write lock up front.
+    async fn begin_as(&self, scope: Scope, write: bool, begin: &str) -> Result<Tx, CoreError> {
         let conn = match &self.inner.pool {
             Pool::Postgres(pool) => {
                 // One round trip: BEGIN and the scope setting travel together
@@ -255,11 +315,11 @@ impl Db {
                 // UUID rendered by `TenantId`'s Display: hex digits and dashes.
                 let begin = match scope {
                     Scope::Tenant(tenant) => format!(
-                        "BEGIN; SELECT set_config('saas.tenant_id', '{}', true)",
+                        "{begin}SELECT set_config('saas.tenant_id', '{}', true)",
                         tenant.as_uuid().hyphenated()
                     ),
                     Scope::Platform => {
-                        "BEGIN; SELECT set_config('saas.platform', 'on', true)".to_owned()
+                        format!("{begin}SELECT set_config('saas.platform', 'on', true)")
                     }
                 };
                 let tx = pool.begin_with(AssertSqlSafe(begin)).await?;
@@ -277,6 +337,7 @@ impl Db {
         Ok(Tx {
             conn,
             scope,
+            snapshot: false,
             clock: Arc::clone(&self.inner.clock),
             recorder: self.inner.recorder.get().cloned(),
         })
@@ -351,6 +412,15 @@ pub enum Scope {
     Platform,
 }
 
+/// A snapshot of a PostgreSQL transaction opened by [`Db::read_snapshot`],
+/// which other transactions can read through [`Db::join_snapshot`] while
+/// that transaction lasts. It carries the transaction's scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSnapshot {
+    id: String,
+    scope: Scope,
+}
+
 enum TxConn {
     Postgres(sqlx::Transaction<'static, Postgres>),
     Sqlite(sqlx::Transaction<'static, Sqlite>),
@@ -365,6 +435,8 @@ enum TxConn {
 pub struct Tx {
     conn: TxConn,
     scope: Scope,
+    /// Opened by [`Db::read_snapshot`] or [`Db::join_snapshot`].
+    snapshot: bool,
     clock: Arc<dyn Clock>,
     recorder: Option<Arc<dyn crate::change::ChangeRecorder>>,
 }
@@ -527,6 +599,36 @@ impl Tx {
             TxConn::Postgres(tx) => Some(&mut **tx),
             TxConn::Sqlite(_) => None,
         }
+    }
+
+    /// Shares this transaction's snapshot with [`Db::join_snapshot`]
+    /// (PostgreSQL's `pg_export_snapshot`); `None` on SQLite, whose
+    /// snapshots cannot be shared.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Internal`] when the transaction was not opened by
+    /// [`Db::read_snapshot`] (its statements would not all read the shared
+    /// snapshot), and the database's error if the export fails.
+    pub async fn share_snapshot(&mut self) -> Result<Option<SharedSnapshot>, CoreError> {
+        if !self.snapshot {
+            return Err(CoreError::Internal(
+                "only a transaction opened by read_snapshot can share its snapshot".into(),
+            ));
+        }
+        let scope = self.scope;
+        let Some(conn) = self.postgres_conn() else {
+            return Ok(None);
+        };
+        let id: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(conn)
+            .await?;
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(CoreError::Internal(format!(
+                "unexpected snapshot id from the database: {id:?}"
+            )));
+        }
+        Ok(Some(SharedSnapshot { id, scope }))
     }
 
     /// Reports a change to the installed [`ChangeRecorder`](crate::change::ChangeRecorder),

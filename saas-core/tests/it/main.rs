@@ -14,6 +14,7 @@ mod jobs;
 mod lifecycle;
 mod migrations;
 mod operators;
+mod snapshots;
 mod subject;
 mod workspaces;
 
