@@ -244,8 +244,9 @@ impl AuditLog {
 
     /// Caps the connections one [`AuditLog::verify`] walk reads a long chain
     /// over on PostgreSQL (at least 1). The default is one per core, at most
-    /// four; a walk only ever takes connections the pool has to spare. Give 1
-    /// to keep verification to a single connection on a busy database.
+    /// four; a walk only ever takes connections the pool has to spare, and
+    /// gives each at least 25,000 events. Give 1 to keep verification to a
+    /// single connection on a busy database.
     ///
     /// ```
     /// # fn log(db: saas_core::db::Db, signer: saas_audit::CheckpointSigner) {
