@@ -530,6 +530,35 @@ mod tests {
         assert!(!w.finish(None).unwrap().0.is_valid());
     }
 
+    /// A long export checks as one chain across batches, and a bad line is
+    /// reported at its own line number in whichever batch it falls,
+    /// however the bytes come.
+    #[test]
+    fn a_bad_line_in_any_batch_is_reported_at_its_line() {
+        let events = i64::try_from(BATCH * 2 + 100).unwrap();
+        let data = export(events);
+        let report = verify_export(&data[..], None).unwrap();
+        assert!(
+            report.is_valid() && report.checked == events.unsigned_abs(),
+            "{report:?}"
+        );
+        // Line 1 is the header: event `k` is on line `k + 1`.
+        for bad_line in [10, BATCH + 1, BATCH + 2, BATCH * 2 + 7] {
+            let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+            lines[bad_line - 1] = b"{not json";
+            let broken = lines.join(&b'\n');
+            for size in [8192, 1 << 20] {
+                let mut check = ExportCheck::default();
+                let pushed = broken.chunks(size).try_for_each(|c| check.push(c));
+                let result = pushed.and_then(|()| check.finish(None));
+                assert!(
+                    matches!(result, Err(AuditError::Export { line, .. }) if line == bad_line),
+                    "line {bad_line}, chunks of {size}: {result:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn an_empty_file_or_a_bad_header_is_an_error() {
         assert!(verify_export(&b""[..], None).is_err());
