@@ -266,8 +266,10 @@ impl Db {
     /// scope of the transaction that shared it (so joining a snapshot never
     /// widens what can be seen), on a connection the pool can spare: an idle
     /// one, or a new one while the pool is below its size limit. `None` when
-    /// it has none to spare, so that a caller splitting a read never waits on
-    /// connections other callers hold; it goes on with what it has.
+    /// it has none to spare, so that a caller splitting a read does not queue
+    /// behind connections other callers hold; it goes on with what it has.
+    /// (Should another caller take the spare connection between the check
+    /// and the acquire, this waits for one as any acquire does.)
     ///
     /// # Errors
     ///
