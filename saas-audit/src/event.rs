@@ -311,9 +311,11 @@ impl StoredEvent {
     }
 
     /// Whether the stored hash is the hash of the stored event, without
-    /// allocating (the verifier's hot path).
-    pub(crate) fn hash_matches(&self, buf: &mut Vec<u8>) -> bool {
-        is_hex_of(self.digest_with(buf), &self.hash)
+    /// allocating (the verifier's hot path); and, when the bytes that were
+    /// hashed were stored too (`stored`), whether they are exactly this
+    /// event's canonical form.
+    pub(crate) fn hash_matches(&self, stored: Option<&[u8]>, buf: &mut Vec<u8>) -> bool {
+        is_hex_of(self.digest_with(buf), &self.hash) && stored.is_none_or(|c| c == &buf[..])
     }
 }
 
@@ -324,9 +326,9 @@ pub(crate) fn decode_personal(hexed: Option<&str>) -> Option<Vec<u8>> {
 }
 
 /// Whether `hexed` is `digest` in lowercase hex, without allocating.
-pub(crate) fn is_hex_of(digest: [u8; 32], hexed: &str) -> bool {
+pub(crate) fn is_hex_of(digest: [u8; 32], hexed: impl AsRef<[u8]>) -> bool {
     let mut expected = [0u8; 64];
-    hex::encode_to_slice(digest, &mut expected).is_ok() && expected[..] == *hexed.as_bytes()
+    hex::encode_to_slice(digest, &mut expected).is_ok() && expected[..] == *hexed.as_ref()
 }
 
 /// The fields of a stored event that go into its hash, borrowed from
@@ -454,6 +456,108 @@ impl CanonicalFields<'_> {
         json_number(out, CANONICAL_VERSION);
         out.push(b'}');
     }
+}
+
+/// What a chain walk needs of an event's stored canonical bytes: its
+/// position, its link, and the digest of its personal-data blob.
+pub(crate) struct Links<'a> {
+    pub(crate) seq: i64,
+    /// The previous event's hash as written (hex, unless tampered with: it
+    /// is only ever compared with hashes in hex).
+    pub(crate) prev: &'a [u8],
+    /// The SHA-256 of the personal-data blob as written, likewise; `None`
+    /// when there was none.
+    pub(crate) personal: Option<&'a [u8]>,
+}
+
+/// Reads the [`Links`] out of canonical bytes of one chain without parsing
+/// the rest of them.
+///
+/// It relies on the layout [`CanonicalFields::write`] gives, which is the
+/// only one a chain holds but for tampering: the keys in sorted order, and
+/// every string escaped so that a `"` inside one always follows a `\`. So
+/// `,"k":` cannot occur inside a string. The first `,"chain":"` is the
+/// event's own (only `action`, `actor` and `at` come before it), and the last
+/// `,"prev":"` is too (after it come only numbers, UUIDs and the target's
+/// strings). For any other bytes it reads something or nothing, never
+/// anything that can pass for a tampered event: the chain's links are hashes
+/// of the whole bytes, so a change anywhere breaks a link whatever is read
+/// out of them.
+pub(crate) struct LinkReader {
+    chain_key: memchr::memmem::Finder<'static>,
+    /// The chain's name and what follows it.
+    chain_tail: Vec<u8>,
+}
+
+const CHAIN_KEY: &[u8] = b",\"chain\":\"";
+const PREV_KEY: &[u8] = b",\"prev\":\"";
+
+impl LinkReader {
+    pub(crate) fn new(chain: &str) -> Self {
+        let mut chain_tail = Vec::with_capacity(chain.len() + 20);
+        json_str(&mut chain_tail, chain);
+        // Without the opening quote, which the key's pattern holds.
+        chain_tail.remove(0);
+        chain_tail.extend_from_slice(b",\"correlation_id\":");
+        Self {
+            chain_key: memchr::memmem::Finder::new(CHAIN_KEY),
+            chain_tail,
+        }
+    }
+
+    /// The links of `canonical`, an event of this reader's chain; `None`
+    /// when the bytes are not laid out as the writer lays them out, or name
+    /// another chain.
+    pub(crate) fn read<'a>(&self, canonical: &'a [u8]) -> Option<Links<'a>> {
+        let chain_at = self.chain_key.find(canonical)? + CHAIN_KEY.len();
+        if !canonical.get(chain_at..)?.starts_with(&self.chain_tail) {
+            return None;
+        }
+        let prev_at = last_prev_key(canonical)?;
+        if prev_at < chain_at {
+            return None;
+        }
+        let (before, rest) = canonical.split_at(prev_at);
+        let rest = rest.get(PREV_KEY.len()..)?;
+        let prev = rest.get(..64)?;
+        let rest = rest.get(64..)?.strip_prefix(b"\",\"seq\":")?;
+        let digits = rest.get(..memchr::memchr(b',', rest)?)?;
+        if digits.first() == Some(&b'+') {
+            return None;
+        }
+        let seq = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        let personal = if before.ends_with(b"\"personal\":null") {
+            None
+        } else {
+            let before = before.strip_suffix(b"\"")?;
+            let (key, digest) = before.split_at(before.len().checked_sub(64)?);
+            if !key.ends_with(b"\"personal\":\"") {
+                return None;
+            }
+            Some(digest)
+        };
+        Some(Links {
+            seq,
+            prev,
+            personal,
+        })
+    }
+}
+
+/// Where the last `,"prev":"` in `bytes` starts. Found from its `v`
+/// backwards: only a few bytes follow the one that is wanted.
+fn last_prev_key(bytes: &[u8]) -> Option<usize> {
+    const V_AT: usize = 5;
+    let mut end = bytes.len();
+    while let Some(v) = memchr::memrchr(b'v', bytes.get(..end)?) {
+        if let Some(start) = v.checked_sub(V_AT)
+            && bytes.get(start..start + PREV_KEY.len()) == Some(PREV_KEY)
+        {
+            return Some(start);
+        }
+        end = v;
+    }
+    None
 }
 
 /// Appends `s` as a JSON string, as serde_json writes it: only `"`, `\\`
@@ -790,6 +894,43 @@ mod tests {
                 write_canonical_object(map, &mut out);
                 assert_eq!(String::from_utf8(out).unwrap(), reference_canonical(v));
             }
+        }
+    }
+
+    /// The links read out of stored bytes are the event's own, whatever its
+    /// strings hold (keys that look like `prev` or `chain` included), and
+    /// nothing is read out of bytes of another chain or cut short.
+    #[test]
+    fn the_links_read_from_stored_bytes_are_the_events_own() {
+        let mut tricky = golden_event();
+        let fake = format!(",\"prev\":\"{}\",\"seq\":7,", "cd".repeat(32));
+        tricky.target = Target::new("tenant", format!("{fake},\"chain\":\"tenant:other\""));
+        tricky.actor.reason = Some(fake.clone());
+        tricky.details = canonical_json(&serde_json::json!({
+            "chain": "tenant:other", "prev": "cd".repeat(32), "seq": 7, "personal": null,
+            "nested": { "x": fake },
+        }));
+        let without_personal = StoredEvent {
+            personal: None,
+            subject_id: None,
+            seq: -3,
+            ..tricky.clone()
+        };
+        for ev in [golden_event(), tricky, without_personal] {
+            let reader = LinkReader::new(&ev.chain);
+            let bytes = ev.canonical();
+            let links = reader.read(&bytes).unwrap();
+            assert_eq!(links.seq, ev.seq);
+            assert_eq!(links.prev, ev.prev_hash.as_bytes());
+            let digest = decode_personal(ev.personal.as_deref())
+                .map(|blob| hex::encode(Sha256::digest(blob)));
+            assert_eq!(links.personal, digest.as_deref().map(str::as_bytes));
+
+            assert!(LinkReader::new("tenant:other").read(&bytes).is_none());
+            assert!(LinkReader::new("platform").read(&bytes).is_none());
+            let at = bytes.windows(8).rposition(|w| w == b"\"prev\":\"").unwrap();
+            assert!(reader.read(&bytes[..at + 40]).is_none());
+            assert!(reader.read(b"").is_none());
         }
     }
 

@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0004_retention_settings.sql"),
         sqlite: include_str!("../migrations/sqlite/0004_retention_settings.sql"),
     },
+    Migration {
+        version: 5,
+        name: "canonical",
+        postgres: include_str!("../migrations/postgres/0005_canonical.sql"),
+        sqlite: include_str!("../migrations/sqlite/0005_canonical.sql"),
+    },
 ];
 
 /// saas-audit's migrations; run them after saas-core's.

@@ -228,7 +228,7 @@ impl Walk {
                     // more, and later events are only parsed.
                     if self
                         .verifier
-                        .feed_link(seq, &prev_hash, &hash, digest.is_some())
+                        .feed_link(seq, prev_hash.as_bytes(), &hash, digest.is_some())
                         && let Some(digest) = digest
                     {
                         self.hashes.push(digest);
@@ -391,7 +391,7 @@ fn parse<'a>(line: &'a [u8], buf: &mut Vec<u8>) -> Result<Line<'a>, String> {
     };
     let personal = decode_personal(ev.personal.as_deref());
     let digest = canonical_fields!(ev, personal.as_deref()).digest(buf);
-    let ok = is_hex_of(digest, &ev.hash);
+    let ok = is_hex_of(digest, ev.hash.as_bytes());
     Ok(Line::Event {
         seq: ev.seq,
         prev_hash: ev.prev_hash,

@@ -10,6 +10,7 @@ use saas_core::db::sea_query::{Expr, ExprTrait, Func, LockType, OnConflict, Orde
 use saas_core::db::{Db, Row, Scope as DbScope, Tx};
 use saas_core::{PlatformContext, TenantContext};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::crypto::{self, CheckpointSigner};
@@ -84,6 +85,20 @@ pub(crate) const EVENT_COLS: [&str; 16] = [
     "prev_hash",
     "hash",
 ];
+
+/// How a chain was walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walked {
+    /// In how many parts (connections).
+    pub(crate) parts: usize,
+    /// Whether events were read by their stored canonical bytes (PostgreSQL,
+    /// its guard in place).
+    pub(crate) by_stored_bytes: bool,
+}
+
+/// The column holding the bytes each event's hash was taken of (NULL for
+/// events stored before saas-audit's migration 5).
+pub(crate) const CANONICAL: &str = "canonical";
 
 /// Rows per INSERT statement (keeps bind parameters under both backends' limits).
 const INSERT_CHUNK: usize = 500;
@@ -666,13 +681,13 @@ impl AuditLog {
     }
 
     /// [`Self::verify`], splitting the walk on PostgreSQL as `split` allows;
-    /// also returns the number of parts it was walked in.
+    /// also tells how it was walked.
     pub(crate) async fn verify_split(
         &self,
         scope: Scope<'_>,
         from_seq: i64,
         split: crate::pgwalk::Split,
-    ) -> Result<(VerifyReport, usize), AuditError> {
+    ) -> Result<(VerifyReport, Walked), AuditError> {
         let chain = chain_of(scope);
         let from_seq = std::cmp::max(from_seq, 1);
         let mut tx = self.read_snapshot(scope).await?;
@@ -689,24 +704,35 @@ impl AuditLog {
         let checkpoints = load_checkpoints(&mut tx, &chain).await?;
         let (from_seq, anchor, prune) = chain_start(&mut tx, &chain, from_seq).await?;
         let mut verifier = ChainVerifier::new(chain.name.clone(), from_seq, anchor, checkpoints);
-        let mut parts = 1;
+        let mut walked = Walked {
+            parts: 1,
+            by_stored_bytes: false,
+        };
         if tx.postgres_conn().is_some() {
-            let rows = crate::pgwalk::ChainRows {
+            let mut rows = crate::pgwalk::ChainRows {
                 table: chain.tables.events,
                 key_column: chain.tables.key,
                 key: chain.key,
+                by_stored_bytes: false,
+                legacy: None,
             };
-            parts = crate::pgwalk::walk_chain(&self.db, &mut tx, rows, head, split, &mut verifier)
-                .await?;
+            rows.by_stored_bytes = crate::pgwalk::guarded(&mut tx, chain.tables.events).await?;
+            if rows.by_stored_bytes {
+                rows.legacy = crate::pgwalk::legacy_span(&mut tx, rows, from_seq).await?;
+            }
+            walked.by_stored_bytes = rows.by_stored_bytes;
+            walked.parts =
+                crate::pgwalk::walk_chain(&self.db, &mut tx, rows, head, split, &mut verifier)
+                    .await?;
         } else {
             let mut after = from_seq - 1;
             loop {
-                let events = events_page(&mut tx, &chain, after, None, PAGE).await?;
+                let (events, canonical) = walk_page(&mut tx, &chain, after, PAGE).await?;
                 let n = events.len();
                 if let Some(last) = events.last() {
                     after = last.seq;
                 }
-                let go_on = verifier.feed_all(&events);
+                let go_on = verifier.feed_all(&events, &canonical);
                 if !go_on || (n as u64) < PAGE {
                     break;
                 }
@@ -723,7 +749,7 @@ impl AuditLog {
                 up_to_seq: p.up_to_seq,
             });
         }
-        Ok((report, parts))
+        Ok((report, walked))
     }
 
     /// Retention: archives every event recorded before `before` to `archive`
@@ -990,18 +1016,24 @@ pub(crate) async fn append_in(
             prev_hash: prev.clone(),
             hash: String::new(),
         };
-        ev.hash = ev.compute_hash();
+        // The bytes hashed are stored as they are (see migration 0005).
+        let canonical = ev.canonical();
+        ev.hash = hex::encode(Sha256::digest(&canonical));
         prev.clone_from(&ev.hash);
-        stored.push(ev);
+        stored.push((ev, canonical));
     }
     for chunk in stored.chunks(INSERT_CHUNK) {
         let mut insert = Query::insert();
-        insert
-            .into_table(chain.tables.events)
-            .columns(std::iter::once(chain.tables.key).chain(EVENT_COLS));
-        for ev in chunk {
+        insert.into_table(chain.tables.events).columns(
+            std::iter::once(chain.tables.key)
+                .chain(EVENT_COLS)
+                .chain([CANONICAL]),
+        );
+        for (ev, canonical) in chunk {
+            let mut values = event_values(chain.key, ev)?;
+            values.push(canonical.clone().into());
             insert
-                .values(event_values(chain.key, ev)?.into_iter().map(Expr::val))
+                .values(values.into_iter().map(Expr::val))
                 .map_err(|e| AuditError::Corrupt(e.to_string()))?;
         }
         tx.execute(&insert).await?;
@@ -1016,7 +1048,7 @@ pub(crate) async fn append_in(
     .await?;
     Ok(stored
         .into_iter()
-        .map(|e| Receipt {
+        .map(|(e, _)| Receipt {
             id: e.id,
             seq: e.seq,
             hash: e.hash,
@@ -1116,8 +1148,42 @@ async fn events_page(
     to: Option<i64>,
     limit: u64,
 ) -> Result<Vec<StoredEvent>, AuditError> {
+    page_rows(tx, chain, after, to, limit, &[])
+        .await?
+        .iter()
+        .map(|r| event_from_row(&chain.name, r))
+        .collect()
+}
+
+/// A page of the chain as the walk on SQLite reads it: the events, and the
+/// bytes stored as each one's canonical form, if any.
+async fn walk_page(
+    tx: &mut Tx,
+    chain: &Chain,
+    after: i64,
+    limit: u64,
+) -> Result<(Vec<StoredEvent>, Vec<Option<Vec<u8>>>), AuditError> {
+    let rows = page_rows(tx, chain, after, None, limit, &[CANONICAL]).await?;
+    let mut events = Vec::with_capacity(rows.len());
+    let mut canonical = Vec::with_capacity(rows.len());
+    for r in &rows {
+        events.push(event_from_row(&chain.name, r)?);
+        canonical.push(r.get::<Option<Vec<u8>>>(CANONICAL)?);
+    }
+    Ok((events, canonical))
+}
+
+/// The rows behind [`events_page`], with `extra` columns besides.
+async fn page_rows(
+    tx: &mut Tx,
+    chain: &Chain,
+    after: i64,
+    to: Option<i64>,
+    limit: u64,
+    extra: &[&'static str],
+) -> Result<Vec<Row>, AuditError> {
     let mut sel = Query::select();
-    sel.columns(EVENT_COLS)
+    sel.columns(EVENT_COLS.into_iter().chain(extra.iter().copied()))
         .from(chain.tables.events)
         .and_where(Expr::col(chain.tables.key).eq(chain.key))
         .and_where(Expr::col("seq").gt(after))
@@ -1126,11 +1192,7 @@ async fn events_page(
     if let Some(to) = to {
         sel.and_where(Expr::col("seq").lte(to));
     }
-    tx.fetch_all(&sel)
-        .await?
-        .iter()
-        .map(|r| event_from_row(&chain.name, r))
-        .collect()
+    Ok(tx.fetch_all(&sel).await?)
 }
 
 /// Locks the tenant's chain head in `tx` (creating it if need be): whatever

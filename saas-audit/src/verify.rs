@@ -94,13 +94,19 @@ impl VerifyReport {
     }
 }
 
-/// Checks each event's stored hash against its content, split over the
-/// available cores.
-fn parallel_hash_checks(events: &[StoredEvent]) -> Vec<bool> {
-    on_every_core(events, |part| {
+/// Checks each event's stored hash against its content (and its stored
+/// canonical bytes, where `canonical` holds them: one per event, or none at
+/// all), split over the available cores.
+fn parallel_hash_checks(events: &[StoredEvent], canonical: &[Option<Vec<u8>>]) -> Vec<bool> {
+    let pairs: Vec<(&StoredEvent, Option<&[u8]>)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e, canonical.get(i).and_then(Option::as_deref)))
+        .collect();
+    on_every_core(&pairs, |part| {
         let mut buf = Vec::with_capacity(1024);
         part.iter()
-            .map(|e| e.hash_matches(&mut buf))
+            .map(|(e, c)| e.hash_matches(*c, &mut buf))
             .collect::<Vec<_>>()
     })
 }
@@ -159,8 +165,8 @@ pub(crate) struct ChainVerifier {
     /// its first event's link is taken as it is, to be checked when the
     /// part is joined to the walk before it.
     part: bool,
-    /// That first event's link (hex).
-    part_anchor: Option<String>,
+    /// That first event's link (as written).
+    part_anchor: Option<Vec<u8>>,
     checked: u64,
     last_seq: Option<i64>,
     problem: Option<ChainProblem>,
@@ -190,9 +196,15 @@ impl ChainVerifier {
     }
 
     /// Feeds events in order, recomputing their hashes on every core first;
-    /// returns false once a problem was found.
-    pub(crate) fn feed_all(&mut self, events: &[StoredEvent]) -> bool {
-        let ok = parallel_hash_checks(events);
+    /// `canonical` holds, for each event, the bytes stored as hashed if any
+    /// (or is empty), which must be exactly the event's canonical form.
+    /// Returns false once a problem was found.
+    pub(crate) fn feed_all(
+        &mut self,
+        events: &[StoredEvent],
+        canonical: &[Option<Vec<u8>>],
+    ) -> bool {
+        let ok = parallel_hash_checks(events, canonical);
         events
             .iter()
             .zip(ok)
@@ -200,16 +212,17 @@ impl ChainVerifier {
     }
 
     fn feed(&mut self, ev: &StoredEvent, hash_ok: bool) -> bool {
-        self.feed_link(ev.seq, &ev.prev_hash, &ev.hash, hash_ok)
+        self.feed_link(ev.seq, ev.prev_hash.as_bytes(), &ev.hash, hash_ok)
     }
 
     /// Feeds the next event by its position, its link and its stored hash
-    /// (both hex), and whether that hash is the hash of its content;
-    /// returns false once a problem was found.
+    /// (both hex; the link as written, which is compared with hashes in
+    /// hex only), and whether that hash is the hash of its content; returns
+    /// false once a problem was found.
     pub(crate) fn feed_link(
         &mut self,
         seq: i64,
-        prev_hash: &str,
+        prev_hash: &[u8],
         hash: &str,
         hash_ok: bool,
     ) -> bool {
@@ -224,9 +237,9 @@ impl ChainVerifier {
         } else if !hash_ok {
             Some(ChainProblem::HashMismatch { seq })
         } else if self.part && self.part_anchor.is_none() {
-            self.part_anchor = Some(prev_hash.to_owned());
+            self.part_anchor = Some(prev_hash.to_vec());
             None
-        } else if prev_hash != self.prev {
+        } else if prev_hash != self.prev.as_bytes() {
             Some(ChainProblem::BrokenLink { seq })
         } else if self.checkpoints.get(&seq).is_some_and(|c| c.hash != hash) {
             Some(ChainProblem::CheckpointMismatch { seq })
@@ -293,7 +306,7 @@ impl ChainVerifier {
         let continues = self.problem.is_none()
             && part.problem.is_none()
             && part.first_seq == self.expected_seq
-            && part.part_anchor.as_deref() == Some(self.prev.as_str());
+            && part.part_anchor.as_deref() == Some(self.prev.as_bytes());
         if !continues {
             return false;
         }
@@ -377,7 +390,7 @@ pub fn verify_events(anchor: Option<&str>, events: &[StoredEvent]) -> VerifyRepo
     let first = events.first().map_or(1, |e| e.seq);
     let anchor = anchor.map_or_else(|| hex::encode(crate::event::GENESIS), str::to_owned);
     let mut v = ChainVerifier::new(chain, first, anchor, Vec::new());
-    v.feed_all(events);
+    v.feed_all(events, &[]);
     v.finish(None, None)
 }
 

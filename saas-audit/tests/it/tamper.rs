@@ -1,6 +1,9 @@
 //! Tampering as a superuser would: with the append-only triggers out of the
-//! way, change, delete, reorder and insert single rows, and truncate the tail.
-//! Every case must be flagged by `verify`.
+//! way (and, on PostgreSQL, the guard that holds each row's columns to the
+//! bytes that were hashed), change, delete, reorder and insert single rows,
+//! and truncate the tail. Every case must be flagged by `verify`. What the
+//! guard itself refuses, and what gets past it, is tested in
+//! `saas-audit/src/pgwalk.rs`.
 
 use saas_audit::{AuditLog, AuditQuery, ChainProblem};
 use saas_core::TenantContext;
@@ -48,6 +51,10 @@ both_backends! {
             for trig in ["audit_events_no_update", "audit_events_no_delete", "audit_checkpoints_no_update", "audit_checkpoints_no_delete"] {
                 insp.execute(&format!("DROP TRIGGER {trig}")).await;
             }
+        } else {
+            // A superuser drops the guard, which would refuse most of what
+            // follows; the walk then reads every column.
+            insp.execute("ALTER TABLE audit_events DROP CONSTRAINT audit_events_canonical").await;
         }
         let hex_lit = |bytes: &str| match t.backend() {
             Backend::Postgres => format!("'\\x{bytes}'::bytea"),
@@ -71,10 +78,10 @@ both_backends! {
             ("insert a row in the middle", Box::new(|k: &str| vec![
                 format!("UPDATE audit_events SET seq = -seq - 1000 WHERE tenant_id = {k} AND seq >= 6"),
                 format!("UPDATE audit_events SET seq = -seq - 1000 + 1 WHERE tenant_id = {k} AND seq < 0"),
-                format!("INSERT INTO audit_events SELECT tenant_id, 6, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, prev_hash, hash FROM audit_events WHERE tenant_id = {k} AND seq = 5"),
+                format!("INSERT INTO audit_events SELECT tenant_id, 6, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, prev_hash, hash, NULL FROM audit_events WHERE tenant_id = {k} AND seq = 5"),
             ])),
             ("append a forged row", Box::new(|k: &str| vec![
-                format!("INSERT INTO audit_events SELECT tenant_id, 13, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, hash, hash FROM audit_events WHERE tenant_id = {k} AND seq = 12"),
+                format!("INSERT INTO audit_events SELECT tenant_id, 13, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, hash, hash, canonical FROM audit_events WHERE tenant_id = {k} AND seq = 12"),
             ])),
             ("truncate the tail", Box::new(|k: &str| vec![format!("DELETE FROM audit_events WHERE tenant_id = {k} AND seq > 9")])),
             ("truncate the tail and rewind the head", Box::new(|k: &str| vec![
@@ -101,11 +108,23 @@ both_backends! {
         let mut ev = log.query(&ctx, &AuditQuery { target_id: Some("w4".into()), ..Default::default() }).await.unwrap().records.remove(0).event;
         ev.action = "tenant.delete".into();
         let forged = ev.compute_hash();
-        as_attacker(&t, &insp, &format!("UPDATE audit_events SET action = 'tenant.delete', hash = {} WHERE tenant_id = {k} AND seq = {}", hex_lit(&forged), ev.seq)).await;
+        as_attacker(&t, &insp, &format!("UPDATE audit_events SET action = 'tenant.delete', hash = {}, canonical = {} WHERE tenant_id = {k} AND seq = {}", hex_lit(&forged), hex_lit(&hex::encode(ev.canonical())), ev.seq)).await;
         let report = log.verify(&ctx, 1).await.unwrap();
         assert_eq!(report.problem, Some(ChainProblem::BrokenLink { seq: ev.seq + 1 }));
         detected += 1;
         cases.push(("rewrite an event with a recomputed hash", format!("{:?}", report.problem)));
+
+        // The bytes stored as hashed changed, and nothing else: they are no
+        // longer the event the columns show.
+        let ctx = chain(&t, "victim-bytes", &log).await;
+        let k = uuid_lit(&t, ctx.tenant().as_uuid());
+        let mut ev = log.query(&ctx, &AuditQuery { target_id: Some("w2".into()), ..Default::default() }).await.unwrap().records.remove(0).event;
+        ev.action = "tenant.delete".into();
+        as_attacker(&t, &insp, &format!("UPDATE audit_events SET canonical = {} WHERE tenant_id = {k} AND seq = {}", hex_lit(&hex::encode(ev.canonical())), ev.seq)).await;
+        let report = log.verify(&ctx, 1).await.unwrap();
+        assert_eq!(report.problem, Some(ChainProblem::HashMismatch { seq: ev.seq }));
+        detected += 1;
+        cases.push(("change the stored bytes only", format!("{:?}", report.problem)));
 
         // Smart attacker: truncate, drop the checkpoints and forge one for the new head.
         let ctx = chain(&t, "victim-forger", &log).await;
