@@ -29,7 +29,7 @@ pub use verify::{ChainProblem, Checkpoint, VerifyReport, verify_events};
 
 use saas_core::db::{Migration, MigrationSet};
 
-const MIGRATIONS: &[Migration] = &[
+pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "audit",

@@ -1045,6 +1045,20 @@ mod tests {
         let (report, walked) = verify().await.unwrap();
         assert!(report.is_valid(), "{report:?}");
         assert!(walked.by_stored_bytes);
+        // The platform chain's table has its own guard, in place too.
+        let p = t.platform();
+        log.record(
+            &p,
+            AuditEvent::new("tenant.create", Target::new("tenant", awkward.clone())),
+        )
+        .await
+        .unwrap();
+        let (report, walked) = log
+            .verify_split((&p).into(), 1, Split::for_this_machine())
+            .await
+            .unwrap();
+        assert!(report.is_valid() && report.checked == 1, "{report:?}");
+        assert!(walked.by_stored_bytes);
 
         let insp = t.inspector().await;
         let k = format!("tenant_id = '{}'", ctx.tenant().as_uuid());
@@ -1084,7 +1098,10 @@ mod tests {
                 "{column}: {err}"
             );
         }
-        let forged_row = "INSERT INTO audit_events SELECT tenant_id, 13, id, occurred_at, actor_kind, \
+        let forged_row = "INSERT INTO audit_events (tenant_id, seq, id, occurred_at, actor_kind, \
+             actor_id, actor_reason, action, target_kind, target_id, outcome, correlation_id, \
+             details, subject_id, personal, prev_hash, hash, canonical) \
+             SELECT tenant_id, 13, id, occurred_at, actor_kind, \
              actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, \
              details, subject_id, personal, hash, hash, canonical FROM audit_events";
         let err = insp

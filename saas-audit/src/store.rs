@@ -1351,3 +1351,135 @@ fn event_from_row(chain: &str, r: &Row) -> Result<StoredEvent, AuditError> {
         hash: hex::encode(r.get::<Vec<u8>>("hash")?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use saas_core::tenant::Tier;
+    use saas_test_support::TestDb;
+
+    use super::*;
+    use crate::CheckpointSigner;
+
+    /// saas-audit's migrations before the hashed bytes were kept.
+    fn before_migration_5() -> [saas_core::db::MigrationSet; 2] {
+        [
+            saas_core::migrations(),
+            saas_core::db::MigrationSet {
+                component: "saas-audit",
+                migrations: crate::MIGRATIONS.get(..4).unwrap(),
+            },
+        ]
+    }
+
+    /// Stores `n` events of `scope`'s chain as a database migrated only up
+    /// to migration 4 holds them: no stored bytes.
+    async fn store_as_before(mut tx: Tx, scope: Scope<'_>, n: i64) {
+        let chain = chain_of(scope);
+        let mut prev = hex::encode(GENESIS);
+        let mut insert = Query::insert();
+        insert
+            .into_table(chain.tables.events)
+            .columns(std::iter::once(chain.tables.key).chain(EVENT_COLS));
+        for seq in 1..=n {
+            let mut ev = StoredEvent {
+                chain: chain.name.clone(),
+                seq,
+                id: Uuid::now_v7(),
+                occurred_at: tx.now(),
+                actor: Actor {
+                    kind: "system".into(),
+                    id: None,
+                    reason: Some("stored before migration 5".into()),
+                },
+                action: "workspace.update".into(),
+                target: Target::new("workspace", format!("w{seq}")),
+                outcome: Outcome::Success,
+                correlation_id: "old".into(),
+                details: canonical_json(&serde_json::json!({ "n": seq, "text": "\"é\n" })),
+                subject_id: None,
+                personal: None,
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
+            ev.hash = ev.compute_hash();
+            prev.clone_from(&ev.hash);
+            insert
+                .values(
+                    event_values(chain.key, &ev)
+                        .unwrap()
+                        .into_iter()
+                        .map(Expr::val),
+                )
+                .unwrap();
+        }
+        tx.execute(&insert).await.unwrap();
+        tx.execute(
+            Query::insert()
+                .into_table(chain.tables.heads)
+                .columns([chain.tables.key, "seq", "hash"])
+                .values_panic([chain.key.into(), n.into(), unhex(&prev).unwrap().into()]),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// A database with events stored before migration 5 is migrated (on
+    /// PostgreSQL its events tables rebuilt): every event is kept, the
+    /// chains verify, new events are stored with their bytes, and the
+    /// chains go on verifying across old and new.
+    async fn upgraded(t: TestDb) {
+        let ctx = t.tenant("old", Tier::Team).await;
+        let p = t.platform();
+        store_as_before(t.db.begin(&ctx).await.unwrap(), Scope::Tenant(&ctx), 7).await;
+        store_as_before(
+            t.db.begin_platform(&p).await.unwrap(),
+            Scope::Platform(&p),
+            3,
+        )
+        .await;
+        saas_core::db::migrate(&t.db, &[saas_core::migrations(), crate::migrations()])
+            .await
+            .unwrap();
+        let log = AuditLog::new(t.db.clone(), CheckpointSigner::new("k", &[3; 32]).unwrap());
+        for i in 0..4 {
+            log.record(
+                &ctx,
+                crate::AuditEvent::new("workspace.create", Target::new("workspace", i)),
+            )
+            .await
+            .unwrap();
+        }
+        log.record(
+            &p,
+            crate::AuditEvent::new("tenant.create", Target::new("tenant", 1)),
+        )
+        .await
+        .unwrap();
+        for (scope, events) in [(Scope::Tenant(&ctx), 11), (Scope::Platform(&p), 4)] {
+            let (report, walked) = log
+                .verify_split(scope, 1, crate::pgwalk::Split::for_this_machine())
+                .await
+                .unwrap();
+            assert!(report.is_valid(), "{report:?}");
+            assert_eq!(report.checked, events);
+            assert_eq!(walked.by_stored_bytes, t.backend() == Backend::Postgres);
+        }
+        let page = log.query(&ctx, &AuditQuery::default()).await.unwrap();
+        assert_eq!(page.records.len(), 11);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_stored_before_migration_5_are_kept_and_verify_after_it_on_postgres() {
+        if let Some(t) = TestDb::postgres_with(&before_migration_5()).await {
+            upgraded(t).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_stored_before_migration_5_are_kept_and_verify_after_it_on_sqlite() {
+        upgraded(TestDb::sqlite_with(&before_migration_5()).await).await;
+    }
+}

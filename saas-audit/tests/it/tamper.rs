@@ -14,6 +14,8 @@ use saas_test_support::{Inspector, TestDb, both_backends};
 use crate::{event, log, sets, uuid_lit};
 
 const EVENTS: usize = 12;
+/// The events table's columns, named: their order differs between the backends.
+const COLUMNS: &str = "(tenant_id, seq, id, occurred_at, actor_kind, actor_id, actor_reason, action, target_kind, target_id, outcome, correlation_id, details, subject_id, personal, prev_hash, hash, canonical)";
 
 /// Builds the attacker's statements for a chain key literal.
 type Tamper = Box<dyn Fn(&str) -> Vec<String>>;
@@ -78,10 +80,10 @@ both_backends! {
             ("insert a row in the middle", Box::new(|k: &str| vec![
                 format!("UPDATE audit_events SET seq = -seq - 1000 WHERE tenant_id = {k} AND seq >= 6"),
                 format!("UPDATE audit_events SET seq = -seq - 1000 + 1 WHERE tenant_id = {k} AND seq < 0"),
-                format!("INSERT INTO audit_events SELECT tenant_id, 6, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, prev_hash, hash, NULL FROM audit_events WHERE tenant_id = {k} AND seq = 5"),
+                format!("INSERT INTO audit_events {COLUMNS} SELECT tenant_id, 6, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, prev_hash, hash, NULL FROM audit_events WHERE tenant_id = {k} AND seq = 5"),
             ])),
             ("append a forged row", Box::new(|k: &str| vec![
-                format!("INSERT INTO audit_events SELECT tenant_id, 13, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, hash, hash, canonical FROM audit_events WHERE tenant_id = {k} AND seq = 12"),
+                format!("INSERT INTO audit_events {COLUMNS} SELECT tenant_id, 13, id, occurred_at, actor_kind, actor_id, actor_reason, 'forged.action', target_kind, target_id, outcome, correlation_id, details, subject_id, personal, hash, hash, canonical FROM audit_events WHERE tenant_id = {k} AND seq = 12"),
             ])),
             ("truncate the tail", Box::new(|k: &str| vec![format!("DELETE FROM audit_events WHERE tenant_id = {k} AND seq > 9")])),
             ("truncate the tail and rewind the head", Box::new(|k: &str| vec![
