@@ -25,98 +25,72 @@
 -- Forced row-level security is lifted from the old tables first, so that
 -- the owner copies every tenant's rows, not none.
 
-ALTER TABLE audit_events NO FORCE ROW LEVEL SECURITY;
-CREATE TABLE audit_events_rebuilt (
-    tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-    seq bigint NOT NULL,
-    canonical bytea,
-    hash bytea NOT NULL,
-    personal bytea,
-    id uuid NOT NULL,
-    occurred_at timestamptz NOT NULL,
-    actor_kind text NOT NULL,
-    actor_id text,
-    actor_reason text,
-    action text NOT NULL,
-    target_kind text NOT NULL,
-    target_id text,
-    outcome text NOT NULL,
-    correlation_id text NOT NULL,
-    details text NOT NULL,
-    subject_id uuid,
-    prev_hash bytea NOT NULL,
-    CONSTRAINT audit_events_rebuilt_pkey PRIMARY KEY (tenant_id, seq)
-);
-INSERT INTO audit_events_rebuilt (tenant_id, seq, hash, personal, id, occurred_at, actor_kind,
-        actor_id, actor_reason, action, target_kind, target_id, outcome, correlation_id, details,
-        subject_id, prev_hash)
-    SELECT tenant_id, seq, hash, personal, id, occurred_at, actor_kind,
-        actor_id, actor_reason, action, target_kind, target_id, outcome, correlation_id, details,
-        subject_id, prev_hash
-    FROM audit_events ORDER BY tenant_id, seq;
-
-ALTER TABLE audit_platform_events NO FORCE ROW LEVEL SECURITY;
-CREATE TABLE audit_platform_events_rebuilt (
-    chain_id uuid NOT NULL,
-    seq bigint NOT NULL,
-    canonical bytea,
-    hash bytea NOT NULL,
-    personal bytea,
-    id uuid NOT NULL,
-    occurred_at timestamptz NOT NULL,
-    actor_kind text NOT NULL,
-    actor_id text,
-    actor_reason text,
-    action text NOT NULL,
-    target_kind text NOT NULL,
-    target_id text,
-    outcome text NOT NULL,
-    correlation_id text NOT NULL,
-    details text NOT NULL,
-    subject_id uuid,
-    prev_hash bytea NOT NULL,
-    CONSTRAINT audit_platform_events_rebuilt_pkey PRIMARY KEY (chain_id, seq)
-);
-INSERT INTO audit_platform_events_rebuilt (chain_id, seq, hash, personal, id, occurred_at,
-        actor_kind, actor_id, actor_reason, action, target_kind, target_id, outcome,
-        correlation_id, details, subject_id, prev_hash)
-    SELECT chain_id, seq, hash, personal, id, occurred_at,
-        actor_kind, actor_id, actor_reason, action, target_kind, target_id, outcome,
-        correlation_id, details, subject_id, prev_hash
-    FROM audit_platform_events ORDER BY chain_id, seq;
-
-DO $$
+DO $rebuild$
+DECLARE
+    t record;
+    copied boolean;
+    -- Every column but the key and the new bytes, in the new order.
+    cols CONSTANT text := 'seq, hash, personal, id, occurred_at, actor_kind, actor_id, '
+        'actor_reason, action, target_kind, target_id, outcome, correlation_id, details, '
+        'subject_id, prev_hash';
 BEGIN
-    IF (SELECT count(*) FROM audit_events) <> (SELECT count(*) FROM audit_events_rebuilt)
-       OR (SELECT count(*) FROM audit_platform_events)
-          <> (SELECT count(*) FROM audit_platform_events_rebuilt) THEN
-        RAISE EXCEPTION 'rebuilding the audit events tables did not copy every row';
-    END IF;
+    FOR t IN SELECT * FROM (VALUES
+        ('audit_events', 'tenant_id', 'REFERENCES tenants (id) ON DELETE CASCADE'),
+        ('audit_platform_events', 'chain_id', '')
+    ) AS v (name, key, key_ref) LOOP
+        EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', t.name);
+        EXECUTE format($table$
+            CREATE TABLE %1$I (
+                %2$I uuid NOT NULL %3$s,
+                seq bigint NOT NULL,
+                canonical bytea,
+                hash bytea NOT NULL,
+                personal bytea,
+                id uuid NOT NULL,
+                occurred_at timestamptz NOT NULL,
+                actor_kind text NOT NULL,
+                actor_id text,
+                actor_reason text,
+                action text NOT NULL,
+                target_kind text NOT NULL,
+                target_id text,
+                outcome text NOT NULL,
+                correlation_id text NOT NULL,
+                details text NOT NULL,
+                subject_id uuid,
+                prev_hash bytea NOT NULL,
+                CONSTRAINT %4$I PRIMARY KEY (%2$I, seq)
+            )$table$, t.name || '_rebuilt', t.key, t.key_ref, t.name || '_rebuilt_pkey');
+        EXECUTE format('INSERT INTO %1$I (%2$I, %3$s) SELECT %2$I, %3$s FROM %4$I ORDER BY %2$I, seq',
+            t.name || '_rebuilt', t.key, cols, t.name);
+        EXECUTE format('SELECT (SELECT count(*) FROM %I) = (SELECT count(*) FROM %I)',
+            t.name, t.name || '_rebuilt') INTO copied;
+        IF NOT copied THEN
+            RAISE EXCEPTION 'rebuilding % did not copy every row', t.name;
+        END IF;
+        EXECUTE format('DROP TABLE %I', t.name);
+        EXECUTE format('ALTER TABLE %I RENAME TO %I', t.name || '_rebuilt', t.name);
+        EXECUTE format('ALTER INDEX %I RENAME TO %I', t.name || '_rebuilt_pkey', t.name || '_pkey');
+        EXECUTE format('CREATE INDEX %I ON %I (%I, occurred_at)', t.name || '_time', t.name, t.key);
+        -- Finds the events stored without their bytes, read whole by the walk.
+        EXECUTE format('CREATE INDEX %I ON %I (%I, seq) WHERE canonical IS NULL',
+            t.name || '_legacy', t.name, t.key);
+        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I '
+            'FOR EACH ROW EXECUTE FUNCTION saas_audit_append_only()', t.name || '_append_only', t.name);
+        EXECUTE format('GRANT SELECT, INSERT ON %I TO saas_app', t.name);
+    END LOOP;
 END
-$$;
+$rebuild$;
 
-DROP TABLE audit_events;
-ALTER TABLE audit_events_rebuilt RENAME TO audit_events;
-ALTER INDEX audit_events_rebuilt_pkey RENAME TO audit_events_pkey;
-CREATE INDEX audit_events_time ON audit_events (tenant_id, occurred_at);
+ALTER TABLE audit_events RENAME CONSTRAINT audit_events_rebuilt_tenant_id_fkey
+    TO audit_events_tenant_id_fkey;
 CREATE INDEX audit_events_subject ON audit_events (tenant_id, subject_id) WHERE subject_id IS NOT NULL;
 CREATE INDEX audit_events_actor ON audit_events (tenant_id, actor_id);
 SELECT saas_enable_tenant_rls('audit_events');
-CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
-    FOR EACH ROW EXECUTE FUNCTION saas_audit_append_only();
-GRANT SELECT, INSERT ON audit_events TO saas_app;
-
-DROP TABLE audit_platform_events;
-ALTER TABLE audit_platform_events_rebuilt RENAME TO audit_platform_events;
-ALTER INDEX audit_platform_events_rebuilt_pkey RENAME TO audit_platform_events_pkey;
-CREATE INDEX audit_platform_events_time ON audit_platform_events (chain_id, occurred_at);
-CREATE TRIGGER audit_platform_events_append_only BEFORE UPDATE OR DELETE ON audit_platform_events
-    FOR EACH ROW EXECUTE FUNCTION saas_audit_append_only();
 ALTER TABLE audit_platform_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE audit_platform_events FORCE ROW LEVEL SECURITY;
 CREATE POLICY platform_only ON audit_platform_events
     USING (saas_platform_scope()) WITH CHECK (saas_platform_scope());
-GRANT SELECT, INSERT ON audit_platform_events TO saas_app;
 
 -- One guard for both tables; {CHAIN} is how each names its chain.
 DO $guards$
@@ -155,6 +129,3 @@ BEGIN
     );
 END
 $guards$;
-
-CREATE INDEX audit_events_legacy ON audit_events (tenant_id, seq) WHERE canonical IS NULL;
-CREATE INDEX audit_platform_events_legacy ON audit_platform_events (chain_id, seq) WHERE canonical IS NULL;
