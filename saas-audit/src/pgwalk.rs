@@ -165,14 +165,14 @@ const GUARDS: [(&str, &str, &str); 2] = [
 
 /// A guard's definition as PostgreSQL 15 writes it back
 /// (`pg_get_constraintdef`), the chain's part left out as `{CHAIN}`.
-const GUARD_DEFINITION: &str = r#"CHECK (((canonical IS NULL) OR ((hash = sha256(canonical)) AND (canonical = convert_to(concat('{"action":', (to_json(action))::text, ',"actor":{"id":', COALESCE((to_json(actor_id))::text, 'null'::text), ',"kind":', (to_json(actor_kind))::text, ',"reason":', COALESCE((to_json(actor_reason))::text, 'null'::text), '},"at":"', to_char((occurred_at AT TIME ZONE 'UTC'::text), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'::text), {CHAIN}, '","correlation_id":', (to_json(correlation_id))::text, ',"details":', details, ',"id":"', (id)::text, '","outcome":', (to_json(outcome))::text, ',"personal":', COALESCE((('"'::text || encode(sha256(personal), 'hex'::text)) || '"'::text), 'null'::text), ',"prev":"', encode(prev_hash, 'hex'::text), '","seq":', (seq)::text, ',"subject":', COALESCE((('"'::text || (subject_id)::text) || '"'::text), 'null'::text), ',"target":{"id":', COALESCE((to_json(target_id))::text, 'null'::text), ',"kind":', (to_json(target_kind))::text, '},"v":1}'), 'UTF8'::name)))))"#;
+const GUARD_DEFINITION: &str = r#"CHECK (((canonical IS NULL) OR (canonical = convert_to(concat('{"action":', (to_json(action))::text, ',"actor":{"id":', COALESCE((to_json(actor_id))::text, 'null'::text), ',"kind":', (to_json(actor_kind))::text, ',"reason":', COALESCE((to_json(actor_reason))::text, 'null'::text), '},"at":"', to_char((occurred_at AT TIME ZONE 'UTC'::text), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'::text), {CHAIN}, '","correlation_id":', (to_json(correlation_id))::text, ',"details":', details, ',"id":"', (id)::text, '","outcome":', (to_json(outcome))::text, ',"personal":', COALESCE((('"'::text || encode(sha256(personal), 'hex'::text)) || '"'::text), 'null'::text), ',"prev":"', encode(prev_hash, 'hex'::text), '","seq":', (seq)::text, ',"subject":', COALESCE((('"'::text || (subject_id)::text) || '"'::text), 'null'::text), ',"target":{"id":', COALESCE((to_json(target_id))::text, 'null'::text), ',"kind":', (to_json(target_kind))::text, '},"v":1}'), 'UTF8'::name))))"#;
 
 /// Whether `table`'s guard is in place: the CHECK constraint of migration
 /// 0005, validated, with the definition it was created with. While it is,
 /// no row of the table can be stored (by anyone, the triggers disabled or
 /// not) unless its stored canonical bytes are exactly the canonical form of
-/// its columns and its hash is their SHA-256, so a walk of the bytes alone
-/// checks what the columns show. A guard dropped, changed, or added back
+/// its columns, so a walk of the bytes alone checks what the columns show
+/// (the walk checks the stored hash itself). A guard dropped, changed, or added back
 /// `NOT VALID` (which leaves rows stored meanwhile unchecked) is not in
 /// place, and neither is one written back differently by another version of
 /// PostgreSQL: the walk then reads every column.
@@ -1083,7 +1083,6 @@ mod tests {
             ("subject_id", "gen_random_uuid()"),
             ("personal", "personal || '\\x00'::bytea"),
             ("prev_hash", "hash"),
-            ("hash", "prev_hash"),
             ("canonical", "canonical || '\\x20'::bytea"),
         ] {
             let seq = if column == "personal" { 5 } else { 6 };
@@ -1098,6 +1097,20 @@ mod tests {
                 "{column}: {err}"
             );
         }
+        // The hash is the walk's to check, not the guard's: a changed one is
+        // stored, and found.
+        insp.execute(&attack(&format!(
+            "UPDATE audit_events SET hash = prev_hash WHERE {k} AND seq = 6"
+        )))
+        .await;
+        let (report, walked) = verify().await.unwrap();
+        assert!(walked.by_stored_bytes);
+        assert_eq!(report.problem, Some(ChainProblem::HashMismatch { seq: 6 }));
+        insp.execute(&attack(&format!(
+            "UPDATE audit_events SET hash = sha256(canonical) WHERE {k} AND seq = 6"
+        )))
+        .await;
+        assert!(verify().await.unwrap().0.is_valid());
         let forged_row = "INSERT INTO audit_events (tenant_id, seq, id, occurred_at, actor_kind, \
              actor_id, actor_reason, action, target_kind, target_id, outcome, correlation_id, \
              details, subject_id, personal, prev_hash, hash, canonical) \

@@ -6,7 +6,8 @@
 -- queries filter and show. A CHECK constraint (the guard) keeps each row's
 -- columns to its hashed bytes: whatever writes a row, even a superuser with
 -- the append-only triggers disabled, can store it only if `canonical` is
--- byte for byte the canonical form of its columns and `hash` is its SHA-256.
+-- byte for byte the canonical form of its columns. (The walk itself checks
+-- that `hash` is their SHA-256, row by row; the guard leaves that to it.)
 -- The walk reads the bytes alone only while the guard is in place, unchanged
 -- and validated; otherwise it reads and hashes every column as before.
 --
@@ -96,28 +97,25 @@ CREATE POLICY platform_only ON audit_platform_events
 DO $guards$
 DECLARE
     guard CONSTANT text := $guard$
-        canonical IS NULL OR (
-            hash = sha256(canonical)
-            AND canonical = convert_to(concat(
-                '{"action":', to_json(action)::text,
-                ',"actor":{"id":', coalesce(to_json(actor_id)::text, 'null'),
-                ',"kind":', to_json(actor_kind)::text,
-                ',"reason":', coalesce(to_json(actor_reason)::text, 'null'),
-                '},"at":"', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                {CHAIN},
-                '","correlation_id":', to_json(correlation_id)::text,
-                ',"details":', details,
-                ',"id":"', id::text,
-                '","outcome":', to_json(outcome)::text,
-                ',"personal":', coalesce('"' || encode(sha256(personal), 'hex') || '"', 'null'),
-                ',"prev":"', encode(prev_hash, 'hex'),
-                '","seq":', seq::text,
-                ',"subject":', coalesce('"' || subject_id::text || '"', 'null'),
-                ',"target":{"id":', coalesce(to_json(target_id)::text, 'null'),
-                ',"kind":', to_json(target_kind)::text,
-                '},"v":1}'
-            ), 'UTF8')
-        )$guard$;
+        canonical IS NULL OR canonical = convert_to(concat(
+            '{"action":', to_json(action)::text,
+            ',"actor":{"id":', coalesce(to_json(actor_id)::text, 'null'),
+            ',"kind":', to_json(actor_kind)::text,
+            ',"reason":', coalesce(to_json(actor_reason)::text, 'null'),
+            '},"at":"', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            {CHAIN},
+            '","correlation_id":', to_json(correlation_id)::text,
+            ',"details":', details,
+            ',"id":"', id::text,
+            '","outcome":', to_json(outcome)::text,
+            ',"personal":', coalesce('"' || encode(sha256(personal), 'hex') || '"', 'null'),
+            ',"prev":"', encode(prev_hash, 'hex'),
+            '","seq":', seq::text,
+            ',"subject":', coalesce('"' || subject_id::text || '"', 'null'),
+            ',"target":{"id":', coalesce(to_json(target_id)::text, 'null'),
+            ',"kind":', to_json(target_kind)::text,
+            '},"v":1}'
+        ), 'UTF8')$guard$;
 BEGIN
     EXECUTE format(
         'ALTER TABLE audit_events ADD CONSTRAINT audit_events_canonical CHECK (%s)',
