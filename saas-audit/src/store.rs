@@ -668,7 +668,11 @@ impl AuditLog {
     /// against the newest checkpoint and the chain head.
     ///
     /// On PostgreSQL a long chain is read over several connections at once,
-    /// each reading the same snapshot (see [`AuditLog::verify_connections`]).
+    /// each reading the same snapshot (see [`AuditLog::verify_connections`]),
+    /// and, while the events table's guard (a CHECK constraint of
+    /// saas-audit's migration 5) is in place, each event is read by the
+    /// bytes its hash was taken of alone; otherwise, and on SQLite, every
+    /// column is read and hashed.
     pub async fn verify<'a>(
         &self,
         scope: impl Into<Scope<'a>>,
